@@ -1,0 +1,152 @@
+"""The `runbook` command: the lab, and running notebooks into the run archive."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runbook_lib.errors import RunbookError
+
+EXAMPLES = {
+    "runbook": """examples:
+  runbook lab up                       # throwaway servers on free loopback ports, in .lab/
+  runbook run bucardo_bootstrap -f .lab/parameters/bucardo_bootstrap.yaml
+  runbook lab down --purge""",
+    "lab": """examples:
+  runbook lab up --scale 10
+  runbook lab status
+  runbook lab workload --seconds 60 --rate 50
+  runbook lab down --purge""",
+    "up": "example:\n  runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data",
+    "status": "example:\n  runbook lab status --dir /tmp/lab",
+    "down": "example:\n  runbook lab down --purge    # stop every lab process, then delete .lab/",
+    "restart": "example:\n  runbook lab restart primary",
+    "workload": """example:
+  runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
+    "run": """examples:
+  runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
+  runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    def sub(parent: Any, name: str, help_: str) -> argparse.ArgumentParser:
+        return parent.add_parser(
+            name, help=help_, description=help_, epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    parser = argparse.ArgumentParser(
+        prog="runbook",
+        description="Jupyter runbooks for PostgreSQL replication without downtime.",
+        epilog=EXAMPLES["runbook"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = sub(commands, "lab", "a local lab of throwaway PostgreSQL servers")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True)
+    for name, help_ in (
+        ("up", "create and start the lab's servers (harmless when already up)"),
+        ("status", "show each lab server: port, pid, up or down"),
+        ("down", "stop every process the lab started"),
+        ("restart", "restart one lab server"),
+        ("workload", "write to a lab server continuously, recording a ledger of commits"),
+    ):
+        p = sub(lab_commands, name, help_)
+        p.add_argument("--dir", type=Path, default=Path(".lab"), help="lab directory (default .lab)")
+        if name == "up":
+            p.add_argument("--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB")
+        if name == "down":
+            p.add_argument("--purge", action="store_true", help="also delete the lab directory")
+        if name == "restart":
+            p.add_argument("server", help="server name (here, there, control, primary)")
+        if name == "workload":
+            p.add_argument("--seconds", type=float, required=True, help="how long (0: until stopped)")
+            p.add_argument("--rate", type=float, default=20.0, help="changes per second (default 20)")
+            p.add_argument("--server", default="here", help="lab server to write to (default here)")
+            p.add_argument("--ledger", type=Path, help="ledger file (default DIR/workload/ledger-*.jsonl)")
+            p.add_argument("--seed", type=int, help="random seed")
+
+    run = sub(commands, "run", "execute a runbook notebook into the run archive (runs/)")
+    run.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
+    run.add_argument("-f", "--parameters-file", dest="files", action="append", type=Path,
+                     default=[], help="YAML parameter file; repeatable, later files win")
+    run.add_argument("-p", "--parameter", dest="params", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="one parameter; VALUE is read as YAML")
+    run.add_argument("--archive", type=Path, default=Path("runs"), help="run archive (default runs/)")
+    return parser
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from runbook_lib.lab import lab
+
+    if args.lab_command == "up":
+        the_lab = lab.up(args.dir, scale=args.scale)
+        print(lab.status(the_lab.root).to_string(index=False))
+        print(f"\nparameter files: {the_lab.parameters_dir}/")
+    elif args.lab_command == "status":
+        print(lab.status(args.dir).to_string(index=False))
+    elif args.lab_command == "down":
+        lab.down(args.dir, purge=args.purge)
+        print(f"lab in {args.dir} stopped" + (" and removed" if args.purge else ""))
+    elif args.lab_command == "restart":
+        lab.Lab.load(args.dir.absolute()).cluster(args.server).restart()
+        print(f"{args.server} restarted")
+    elif args.lab_command == "workload":
+        return _workload(args)
+    return 0
+
+
+def _workload(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from runbook_lib.lab import lab, sample_data, workload
+
+    the_lab = lab.Lab.load(args.dir.absolute())
+    ledger = args.ledger or the_lab.workload_dir / f"ledger-{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
+    print(f"ledger: {ledger}", flush=True)
+    summary = workload.run_workload(
+        the_lab.endpoint(args.server, sample_data.SAMPLE_DBNAME),
+        ledger,
+        seconds=args.seconds,
+        rate=args.rate,
+        seed=args.seed,
+    )
+    print(f"committed {summary.committed} changes in {summary.seconds:.1f} s "
+          f"({summary.in_doubt} in doubt); ledger: {summary.ledger}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runbook_lib import execute
+
+    parameters = execute.load_parameter_files(args.files)
+    for name, value in args.params:
+        parameters[name] = yaml.safe_load(value)
+    result = execute.run_notebook(args.notebook, parameters, archive=args.archive)
+    print(f"succeeded: {result.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _lab(args) if args.command == "lab" else _run(args)
+    except RunbookError as exc:
+        print(f"runbook: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""A PostgreSQL cluster on a host: initdb, start, stop, status, settings. Server processes run
+as the `postgres` OS user when we are root (initdb refuses root)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runbook_lib import pgbin
+from runbook_lib.connection import Endpoint
+from runbook_lib.errors import PreconditionError
+from runbook_lib.host import LOCAL, LocalHost
+from runbook_lib.ports import LOOPBACK, port_accepts
+
+SERVER_OS_USER = "postgres"
+START_TIMEOUT_S = 60
+
+
+def server_os_user() -> str | None:
+    """The OS user server processes run as: `postgres` when root, else ourselves (None)."""
+    return SERVER_OS_USER if os.geteuid() == 0 else None
+
+
+@dataclass
+class LocalCluster:
+    """A cluster whose data directory lives on `host`, listening on loopback only."""
+
+    name: str
+    datadir: Path
+    port: int
+    logfile: Path
+    superuser: str = "postgres"
+    host: LocalHost = field(default=LOCAL, repr=False)
+
+    def endpoint(self, dbname: str = "postgres") -> Endpoint:
+        return Endpoint(LOOPBACK, self.port, dbname, self.superuser)
+
+    def _pg_ctl(self, *args: str, check: bool = True):
+        argv = [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
+        return self.host.run(argv, user=server_os_user(), check=check, timeout_s=START_TIMEOUT_S + 30)
+
+    def initialized(self) -> bool:
+        return self.host.exists(self.datadir / "PG_VERSION")
+
+    def init(self, settings: dict[str, str] | None = None) -> None:
+        """initdb (trust on loopback: a lab), then write our settings to postgresql.auto.conf."""
+        if self.initialized():
+            return
+        owner = server_os_user()
+        self.host.make_dir(self.datadir, owner=owner, mode=0o700)
+        self.host.run(
+            [
+                pgbin.program("initdb"),
+                "-D", str(self.datadir),
+                "-U", self.superuser,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            user=owner,
+        )
+        self.configure(settings or {})
+
+    def configure(self, settings: dict[str, str]) -> None:
+        """Set the lab's base settings plus `settings` in a conf file included last."""
+        base = {
+            "port": str(self.port),
+            "listen_addresses": f"'{LOOPBACK}'",
+            "unix_socket_directories": "''",
+            "fsync": "off",
+            "logging_collector": "off",
+            "log_line_prefix": "'%m [%p] %q%u@%d '",
+        }
+        base.update(settings)
+        text = "".join(f"{k} = {v}\n" for k, v in base.items())
+        conf = self.datadir / "runbook_lab.conf"
+        self.host.write_text(conf, text, owner=server_os_user(), mode=0o600)
+        main_conf = self.datadir / "postgresql.conf"
+        current = self.host.read_text(main_conf)
+        include = "include_if_exists = 'runbook_lab.conf'\n"
+        if include not in current:
+            self.host.write_text(main_conf, current + include, owner=server_os_user(), mode=0o600)
+
+    def set_port(self, port: int) -> None:
+        """Move a stopped cluster to another port."""
+        conf = self.datadir / "runbook_lab.conf"
+        lines = [
+            line for line in self.host.read_text(conf).splitlines() if not line.startswith("port =")
+        ]
+        self.host.write_text(
+            conf, "\n".join([f"port = {port}", *lines]) + "\n", owner=server_os_user(), mode=0o600
+        )
+        self.port = port
+
+    def pid(self) -> int | None:
+        """The postmaster's pid when it is running, else None."""
+        pidfile = self.datadir / "postmaster.pid"
+        try:
+            first = self.host.read_text(pidfile).splitlines()[0]
+        except (FileNotFoundError, IndexError, PermissionError):
+            return None
+        pid = int(first)
+        return pid if self.host.pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        if port_accepts(self.port):
+            raise PreconditionError(
+                f"port {self.port} is taken by another program; cluster {self.name} cannot start"
+            )
+        self.host.make_dir(self.logfile.parent, mode=0o755)
+        if not self.host.exists(self.logfile):
+            self.host.write_text(self.logfile, "", owner=server_os_user(), mode=0o644)
+        self._pg_ctl("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.is_running():
+            return
+        self._pg_ctl("-m", mode, "-w", "-t", str(START_TIMEOUT_S), "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.host.read_text(self.logfile).splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,65 @@
+"""Admin connections: autocommit, rows as dicts (they load straight into pandas)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from runbook_lib.errors import PreconditionError
+from runbook_lib.redaction import redact
+
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a database is, without secrets: libpq finds passwords in PGPASSWORD/.pgpass/service."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def conninfo_kwargs(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user}
+
+    def with_dbname(self, dbname: str) -> Endpoint:
+        return Endpoint(self.host, self.port, dbname, self.user, dict(self.options))
+
+    def libpq_env(self) -> dict[str, str]:
+        """The same endpoint as libpq environment variables, for pg_dump, psql and friends."""
+        return {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGDATABASE": self.dbname,
+            "PGUSER": self.user,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psycopg.Connection:
+    """Open an autocommit dict-row connection, or raise PreconditionError saying why not."""
+    try:
+        return psycopg.connect(
+            **endpoint.conninfo_kwargs(),
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=application_name,
+        )
+    except psycopg.OperationalError as exc:
+        raise PreconditionError(
+            f"cannot connect to {endpoint}: {redact(str(exc).strip())}; "
+            "check host, port, user, and that the password is in PGPASSWORD, ~/.pgpass or a "
+            "service file"
+        ) from exc
+
+
+def server_version_num(conn: psycopg.Connection) -> int:
+    return int(conn.info.server_version)

@@ -1,0 +1,1 @@
+"""A local lab of throwaway PostgreSQL clusters for trying and testing the runbooks."""

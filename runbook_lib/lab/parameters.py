@@ -1,0 +1,71 @@
+"""Ready-to-use parameter files for both runbooks, pointing at the lab's servers."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from runbook_lib.host import LOCAL
+from runbook_lib.lab import sample_data
+from runbook_lib.ports import LOOPBACK
+
+if TYPE_CHECKING:
+    from runbook_lib.lab.lab import Lab
+
+
+def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
+    return {
+        "pgdatabase": sample_data.SAMPLE_DBNAME,
+        "pghost": LOOPBACK,
+        "pgport": lab.ports["here"],
+        "pghost2": LOOPBACK,
+        "pgport2": lab.ports["there"],
+        "pgsuperuser": "postgres",
+        "bucardouser": "bucardo",
+        "here": "here",
+        "there": "there",
+        "tables": [],
+        "schemas": list(sample_data.SAMPLE_SCHEMAS),
+        "relgroup": "widgets_rels",
+        "dbgroup": "widgets_dbs",
+        "sync": "widgets_sync",
+        "bucardo_host": LOOPBACK,
+        "bucardo_port": lab.ports["control"],
+        "bucardo_dbname": "bucardo",
+        "bucardo_rundir": str(lab.bucardo_dir),
+        "copy_roles": False,
+        "sequence_strategy": "interleave",
+        "copy_jobs": 2,
+        "drain_timeout_s": 300,
+    }
+
+
+def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
+    restart = [sys.executable, "-m", "runbook_lib.cli", "lab", "restart", "primary", "--dir", str(lab.root)]
+    return {
+        "primary_host": LOOPBACK,
+        "primary_port": lab.ports["primary"],
+        "pgsuperuser": "postgres",
+        "pgdatabase": sample_data.SAMPLE_DBNAME,
+        "archive_dir": str(lab.archive_dir),
+        "standby_datadir": str(lab.standby_datadir),
+        "standby_port": lab.standby_port,
+        "mode": "standby",
+        "trigger_file": str(lab.root / "standby" / "failover.trigger"),
+        "archive_timeout_s": 10,
+        "restart_primary_command": restart,
+        "hot_standby": True,
+        "failover_drill": True,
+    }
+
+
+def write_parameter_files(lab: Lab) -> None:
+    files = {
+        "bucardo_bootstrap.yaml": bucardo_bootstrap_parameters(lab),
+        "warm_standby.yaml": warm_standby_parameters(lab),
+    }
+    for name, params in files.items():
+        header = f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
+        LOCAL.write_text(lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,92 @@
+"""Fixtures: real PostgreSQL clusters started by the suite itself, logs kept when a test fails."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from runbook_lib import pgbin
+from runbook_lib.lab import lab as lab_module
+
+REPO = Path(__file__).resolve().parent.parent
+KEPT_LOGS = REPO / "test-logs"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        bindir = pgbin.bindir()
+    except Exception as exc:  # the header must not break collection
+        return f"PostgreSQL: not found ({exc})"
+    version = (bindir / "PG_VERSION").read_text().strip() if (bindir / "PG_VERSION").exists() else ""
+    return f"PostgreSQL binaries: {bindir} {version}".strip() + f"; running as uid {os.geteuid()}"
+
+
+def _lab_parent() -> Path:
+    """A directory the postgres OS user can traverse (pytest's tmp_path is mode 700 for root)."""
+    parent = Path(tempfile.mkdtemp(prefix="runbook-tests-"))
+    parent.chmod(0o755)
+    return parent
+
+
+def _random_first_port() -> int:
+    # concurrent test sessions on one machine should not race for the same ports
+    return random.randrange(20000, 60000, 100)
+
+
+class LabFactory:
+    """Makes labs for tests; keeps their server logs under test-logs/ when a test failed."""
+
+    def __init__(self) -> None:
+        self.parent = _lab_parent()
+        self.labs: list[lab_module.Lab] = []
+        self.failed = False
+
+    def __call__(self, name: str = "lab", scale: int = 1) -> lab_module.Lab:
+        root = self.parent / f"{name}-{len(self.labs)}"
+        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port())
+        self.labs.append(the_lab)
+        return the_lab
+
+    def close(self) -> None:
+        for the_lab in self.labs:
+            if self.failed:
+                keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
+                shutil.copytree(the_lab.root / "logs", keep, dirs_exist_ok=True)
+                if (the_lab.root / "bucardo").exists():
+                    shutil.copytree(the_lab.root / "bucardo", keep / "bucardo", dirs_exist_ok=True,
+                                    ignore=shutil.ignore_patterns("*.pid"))
+            lab_module.down(the_lab.root, purge=True)
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        item.session.config.stash.setdefault(_FAILED, []).append(item.nodeid)
+    return report
+
+
+_FAILED = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., lab_module.Lab]]:
+    """Session-wide maker of fresh labs (a test that changes servers takes its own)."""
+    factory = LabFactory()
+    yield factory
+    factory.failed = bool(request.config.stash.get(_FAILED, []))
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def shared_lab(lab_factory: LabFactory) -> lab_module.Lab:
+    """One lab for tests that only read, or write only to their own objects."""
+    return lab_factory("shared")
