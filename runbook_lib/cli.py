@@ -37,7 +37,10 @@ EXAMPLES = {
 def _parser() -> argparse.ArgumentParser:
     def sub(parent: Any, name: str, help_: str) -> argparse.ArgumentParser:
         return parent.add_parser(
-            name, help=help_, description=help_, epilog=EXAMPLES[name],
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -60,27 +63,54 @@ def _parser() -> argparse.ArgumentParser:
         ("workload", "write to a lab server continuously, recording a ledger of commits"),
     ):
         p = sub(lab_commands, name, help_)
-        p.add_argument("--dir", type=Path, default=Path(".lab"), help="lab directory (default .lab)")
+        p.add_argument(
+            "--dir", type=Path, default=Path(".lab"), help="lab directory (default .lab)"
+        )
         if name == "up":
-            p.add_argument("--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB")
+            p.add_argument(
+                "--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB"
+            )
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also delete the lab directory")
         if name == "restart":
             p.add_argument("server", help="server name (here, there, control, primary)")
         if name == "workload":
-            p.add_argument("--seconds", type=float, required=True, help="how long (0: until stopped)")
-            p.add_argument("--rate", type=float, default=20.0, help="changes per second (default 20)")
+            p.add_argument(
+                "--seconds", type=float, required=True, help="how long (0: until stopped)"
+            )
+            p.add_argument(
+                "--rate", type=float, default=20.0, help="changes per second (default 20)"
+            )
             p.add_argument("--server", default="here", help="lab server to write to (default here)")
-            p.add_argument("--ledger", type=Path, help="ledger file (default DIR/workload/ledger-*.jsonl)")
+            p.add_argument(
+                "--ledger", type=Path, help="ledger file (default DIR/workload/ledger-*.jsonl)"
+            )
             p.add_argument("--seed", type=int, help="random seed")
 
     run = sub(commands, "run", "execute a runbook notebook into the run archive (runs/)")
     run.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
-    run.add_argument("-f", "--parameters-file", dest="files", action="append", type=Path,
-                     default=[], help="YAML parameter file; repeatable, later files win")
-    run.add_argument("-p", "--parameter", dest="params", nargs=2, action="append", default=[],
-                     metavar=("NAME", "VALUE"), help="one parameter; VALUE is read as YAML")
-    run.add_argument("--archive", type=Path, default=Path("runs"), help="run archive (default runs/)")
+    run.add_argument(
+        "-f",
+        "--parameters-file",
+        dest="files",
+        action="append",
+        type=Path,
+        default=[],
+        help="YAML parameter file; repeatable, later files win",
+    )
+    run.add_argument(
+        "-p",
+        "--parameter",
+        dest="params",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="one parameter; VALUE is read as YAML",
+    )
+    run.add_argument(
+        "--archive", type=Path, default=Path("runs"), help="run archive (default runs/)"
+    )
     return parser
 
 
@@ -119,8 +149,10 @@ def _workload(args: argparse.Namespace) -> int:
         rate=args.rate,
         seed=args.seed,
     )
-    print(f"committed {summary.committed} changes in {summary.seconds:.1f} s "
-          f"({summary.in_doubt} in doubt); ledger: {summary.ledger}")
+    print(
+        f"committed {summary.committed} changes in {summary.seconds:.1f} s "
+        f"({summary.in_doubt} in doubt); ledger: {summary.ledger}"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ from runbook_lib.connection import Endpoint
 from runbook_lib.errors import PreconditionError
 from runbook_lib.host import LOCAL, LocalHost
 from runbook_lib.ports import LOOPBACK, port_accepts
+from runbook_lib.waiting import wait_until
 
 SERVER_OS_USER = "postgres"
 START_TIMEOUT_S = 60
@@ -38,7 +39,9 @@ class LocalCluster:
 
     def _pg_ctl(self, *args: str, check: bool = True):
         argv = [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
-        return self.host.run(argv, user=server_os_user(), check=check, timeout_s=START_TIMEOUT_S + 30)
+        return self.host.run(
+            argv, user=server_os_user(), check=check, timeout_s=START_TIMEOUT_S + 30
+        )
 
     def initialized(self) -> bool:
         return self.host.exists(self.datadir / "PG_VERSION")
@@ -52,8 +55,10 @@ class LocalCluster:
         self.host.run(
             [
                 pgbin.program("initdb"),
-                "-D", str(self.datadir),
-                "-U", self.superuser,
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.superuser,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
@@ -120,9 +125,17 @@ class LocalCluster:
         self._pg_ctl("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
 
     def stop(self, mode: str = "fast") -> None:
-        if not self.is_running():
+        pid = self.pid()
+        if pid is None:
             return
         self._pg_ctl("-m", mode, "-w", "-t", str(START_TIMEOUT_S), "stop")
+        # pg_ctl returns once the pid file is gone, a moment before the postmaster exits
+        wait_until(
+            lambda: not self.host.pid_alive(pid),
+            what=f"postmaster {pid} of {self.name} to exit",
+            timeout_s=START_TIMEOUT_S,
+            interval_s=0.05,
+        )
 
     def restart(self) -> None:
         self.stop()

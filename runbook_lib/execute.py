@@ -25,7 +25,9 @@ class RunFailed(RunbookError):
         self.ename = ename
         self.evalue = evalue
         where = f"cell {cell_index}" if cell_index is not None else "a cell"
-        super().__init__(f"{output.parent.name}: {where} failed: {ename}: {evalue} (record: {output})")
+        super().__init__(
+            f"{output.parent.name}: {where} failed: {ename}: {evalue} (record: {output})"
+        )
 
 
 @dataclass(frozen=True)

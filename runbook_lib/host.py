@@ -89,7 +89,10 @@ class LocalHost:
         result = CommandResult(tuple(full), proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise CommandFailed(
-                Path(argv[0]).name, proc.returncode, _stderr_tail(proc.stderr), display_command(full)
+                Path(argv[0]).name,
+                proc.returncode,
+                _stderr_tail(proc.stderr),
+                display_command(full),
             )
         return result
 

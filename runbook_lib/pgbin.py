@@ -1,4 +1,4 @@
-"""Find PostgreSQL's programs: PG_BINDIR, then pg_config --bindir, then /usr/lib/postgresql/*/bin."""
+"""Find PostgreSQL's programs: PG_BINDIR, pg_config --bindir, or /usr/lib/postgresql/*/bin."""
 
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ def _candidates() -> list[Path]:
         if out.returncode == 0 and out.stdout.strip():
             found.append(Path(out.stdout.strip()))
     versioned = Path("/usr/lib/postgresql").glob("*/bin")
-    found.extend(sorted(versioned, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True))
+    found.extend(
+        sorted(
+            versioned,
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
+    )
     return found
 
 

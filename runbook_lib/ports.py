@@ -28,7 +28,9 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout_s: float = 0.5) -> boo
         return False
 
 
-def free_ports(count: int, *, start: int, exclude: Iterable[int] = (), limit: int = 2000) -> list[int]:
+def free_ports(
+    count: int, *, start: int, exclude: Iterable[int] = (), limit: int = 2000
+) -> list[int]:
     """`count` free ports from `start` upwards, skipping busy ones and `exclude`."""
     excluded = set(exclude)
     found: list[int] = []

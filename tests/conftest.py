@@ -24,7 +24,9 @@ def pytest_report_header(config: pytest.Config) -> str:
         bindir = pgbin.bindir()
     except Exception as exc:  # the header must not break collection
         return f"PostgreSQL: not found ({exc})"
-    version = (bindir / "PG_VERSION").read_text().strip() if (bindir / "PG_VERSION").exists() else ""
+    version = (
+        (bindir / "PG_VERSION").read_text().strip() if (bindir / "PG_VERSION").exists() else ""
+    )
     return f"PostgreSQL binaries: {bindir} {version}".strip() + f"; running as uid {os.geteuid()}"
 
 
@@ -60,8 +62,12 @@ class LabFactory:
                 keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
                 shutil.copytree(the_lab.root / "logs", keep, dirs_exist_ok=True)
                 if (the_lab.root / "bucardo").exists():
-                    shutil.copytree(the_lab.root / "bucardo", keep / "bucardo", dirs_exist_ok=True,
-                                    ignore=shutil.ignore_patterns("*.pid"))
+                    shutil.copytree(
+                        the_lab.root / "bucardo",
+                        keep / "bucardo",
+                        dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.pid"),
+                    )
             lab_module.down(the_lab.root, purge=True)
         shutil.rmtree(self.parent, ignore_errors=True)
 
@@ -84,6 +90,16 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., lab_mo
     yield factory
     factory.failed = bool(request.config.stash.get(_FAILED, []))
     factory.close()
+
+
+@pytest.fixture
+def lab_spot() -> Iterator[tuple[Path, int]]:
+    """A directory for a lab the test manages itself, and a first port to try."""
+    parent = _lab_parent()
+    yield parent / "lab", _random_first_port()
+    if (parent / "lab").exists():
+        lab_module.down(parent / "lab", purge=True)
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,9 @@ class Lab:
     def load(cls, root: Path) -> Lab:
         path = root / STATE_FILE
         if not path.exists():
-            raise PreconditionError(f"no lab in {root} (no {STATE_FILE}); run: runbook lab up --dir {root}")
+            raise PreconditionError(
+                f"no lab in {root} (no {STATE_FILE}); run: runbook lab up --dir {root}"
+            )
         state = json.loads(path.read_text())
         return cls(root.absolute(), state["ports"], state["standby_port"], state["scale"])
 
@@ -104,7 +106,9 @@ def _reclaim_port(lab: Lab, name: str) -> None:
 
 
 def _ensure_standby_port_free(lab: Lab) -> None:
-    standby = LocalCluster("standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log")
+    standby = LocalCluster(
+        "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
+    )
     if standby.is_running() or port_is_free(lab.standby_port):
         return
     used = set(lab.ports.values()) | {lab.standby_port}
@@ -158,7 +162,9 @@ def status(root: Path = DEFAULT_LAB_DIR) -> pd.DataFrame:
     lab = Lab.load(root.absolute())
     clusters = [lab.cluster(n) for n in SERVER_NAMES]
     clusters.append(
-        LocalCluster("standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log")
+        LocalCluster(
+            "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
+        )
     )
     rows = []
     for c in clusters:
@@ -201,14 +207,18 @@ def _stop_bucardo(lab: Lab) -> None:
             os.kill(pid, signal.SIGTERM)
     for pid in pids:
         try:
-            wait_until(lambda p=pid: not LOCAL.pid_alive(p), what=f"bucardo pid {pid} to exit", timeout_s=15)
+            wait_until(
+                lambda p=pid: not LOCAL.pid_alive(p),
+                what=f"bucardo pid {pid} to exit",
+                timeout_s=15,
+            )
         except Exception:
             if LOCAL.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
 def down(root: Path = DEFAULT_LAB_DIR, *, purge: bool = False) -> None:
-    """Stop every process the lab started (Bucardo, the standby, the servers); --purge deletes DIR."""
+    """Stop every process the lab started (Bucardo, standby, servers); purge deletes DIR."""
     root = root.absolute()
     try:
         lab = Lab.load(root)
@@ -217,7 +227,9 @@ def down(root: Path = DEFAULT_LAB_DIR, *, purge: bool = False) -> None:
             LOCAL.remove_tree(root)
         return
     _stop_bucardo(lab)
-    standby = LocalCluster("standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log")
+    standby = LocalCluster(
+        "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
+    )
     for cluster in [standby, *(lab.cluster(n) for n in SERVER_NAMES)]:
         if cluster.initialized():
             cluster.stop(mode="immediate" if purge else "fast")

@@ -43,7 +43,16 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
 
 
 def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
-    restart = [sys.executable, "-m", "runbook_lib.cli", "lab", "restart", "primary", "--dir", str(lab.root)]
+    restart = [
+        sys.executable,
+        "-m",
+        "runbook_lib.cli",
+        "lab",
+        "restart",
+        "primary",
+        "--dir",
+        str(lab.root),
+    ]
     return {
         "primary_host": LOOPBACK,
         "primary_port": lab.ports["primary"],
@@ -67,5 +76,9 @@ def write_parameter_files(lab: Lab) -> None:
         "warm_standby.yaml": warm_standby_parameters(lab),
     }
     for name, params in files.items():
-        header = f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
-        LOCAL.write_text(lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False))
+        header = (
+            f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
+        )
+        LOCAL.write_text(
+            lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False)
+        )

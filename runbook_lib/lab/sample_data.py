@@ -106,7 +106,8 @@ SELECT 'SKU-' || lpad(g::text, 5, '0') || CASE WHEN g > 5000 THEN '-' || g ELSE 
 FROM generate_series(1, 5000 * {n}) g;
 
 INSERT INTO public."CustomerNotes" ("Customer Name", "Body", "WrittenAt")
-SELECT 'Customer ' || (g % 1000), CASE WHEN g % 3 = 0 THEN NULL ELSE repeat('note ', 1 + g % 20) END,
+SELECT 'Customer ' || (g % 1000),
+       CASE WHEN g % 3 = 0 THEN NULL ELSE repeat('note ', 1 + g % 20) END,
        timestamptz '2023-03-26 01:30:00+01' + g * interval '15 minutes'
 FROM generate_series(1, 5000 * {n}) g;
 

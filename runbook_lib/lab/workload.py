@@ -86,8 +86,14 @@ class _Workload:
             self.inserted_foo.append(row["id"])
             return {"table": FOO.name, "op": "insert", "key": row["id"], "token": tok}
         if choice < 0.55:
-            key = self.rng.choice(self.inserted_foo) if self.rng.random() < 0.5 else self.rng.randint(1, 25000)
-            row = conn.execute("UPDATE public.foo SET note = %s WHERE id = %s RETURNING id", [tok, key]).fetchone()
+            key = (
+                self.rng.choice(self.inserted_foo)
+                if self.rng.random() < 0.5
+                else self.rng.randint(1, 25000)
+            )
+            row = conn.execute(
+                "UPDATE public.foo SET note = %s WHERE id = %s RETURNING id", [tok, key]
+            ).fetchone()
             return {"table": FOO.name, "op": "update", "key": key, "token": tok} if row else None
         if choice < 0.65:
             key = self.inserted_foo.pop(self.rng.randrange(len(self.inserted_foo)))
@@ -96,7 +102,8 @@ class _Workload:
         if choice < 0.80:
             key = self.rng.randint(1, 25000)
             row = conn.execute(
-                "UPDATE public.bar SET attributes = attributes || jsonb_build_object('wl', %s::text),"
+                "UPDATE public.bar"
+                " SET attributes = attributes || jsonb_build_object('wl', %s::text),"
                 " updated_at = now() WHERE id = %s RETURNING id",
                 [tok, key],
             ).fetchone()
@@ -104,7 +111,8 @@ class _Workload:
         if choice < 0.88 or not self.own_skus:
             sku = f"WL-{self.run_id}-{self.seq}"
             conn.execute(
-                "INSERT INTO public.sku_catalog (sku, description, price) VALUES (%s, %s, 1)", [sku, tok]
+                "INSERT INTO public.sku_catalog (sku, description, price) VALUES (%s, %s, 1)",
+                [sku, tok],
             )
             self.own_skus.append(sku)
             return {"table": SKU.name, "op": "insert", "key": sku, "token": tok}
@@ -162,7 +170,9 @@ class _Workload:
                 signal.signal(s, handler)
             if self.conn is not None:
                 self.conn.close()
-        return WorkloadSummary(self.ledger_path, self.committed, self.in_doubt, time.monotonic() - started)
+        return WorkloadSummary(
+            self.ledger_path, self.committed, self.in_doubt, time.monotonic() - started
+        )
 
 
 def run_workload(
@@ -218,15 +228,19 @@ def verify_ledger(endpoint: Endpoint, path: Path) -> pd.DataFrame:
             if not expected:
                 continue
             t = TRACKED[name]
-            query = sql.SQL("SELECT {key} AS key, {token} AS token FROM {table} WHERE {key} = ANY(%s)").format(
-                key=sql.Identifier(t.key), token=sql.SQL(t.token), table=t.identifier
-            )
+            query = sql.SQL(
+                "SELECT {key} AS key, {token} AS token FROM {table} WHERE {key} = ANY(%s)"
+            ).format(key=sql.Identifier(t.key), token=sql.SQL(t.token), table=t.identifier)
             found = {r["key"]: r["token"] for r in conn.execute(query, [list(expected)])}
             for key, token in expected.items():
                 present = key in found
                 if (token is None and present) or (token is not None and found.get(key) != token):
                     mismatches.append(
-                        {"table": name, "key": key, "expected": token,
-                         "found": found.get(key) if present else "<absent>"}
+                        {
+                            "table": name,
+                            "key": key,
+                            "expected": token,
+                            "found": found.get(key) if present else "<absent>",
+                        }
                     )
     return pd.DataFrame(mismatches, columns=["table", "key", "expected", "found"])

@@ -1,0 +1,86 @@
+"""Project hygiene: notebooks are sources, the conda environment matches pyproject, CLI help."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _requirement_name(spec: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].strip().lower()
+
+
+def test_environment_yml_names_every_runtime_dependency_of_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_requirement_name(d) for d in project["dependencies"]}
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda = {_requirement_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert wanted <= conda, f"missing from environment.yml: {sorted(wanted - conda)}"
+    assert "-e ." in pip
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_are_committed_without_outputs(notebook):
+    nb = json.loads(notebook.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c.get("outputs") or c.get("execution_count")]
+    assert not dirty, f"{notebook.name}: cells {dirty} hold outputs; strip them"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_have_one_documented_parameters_cell(notebook):
+    import papermill
+
+    nb = json.loads(notebook.read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    params = papermill.inspect_notebook(str(notebook))
+    assert params
+    undocumented = [
+        n for n, p in params.items() if not p["help"] or p["inferred_type_name"] == "None"
+    ]
+    assert not undocumented, f"parameters without a type or help: {undocumented}"
+
+
+COMMANDS = [
+    [],
+    ["lab"],
+    ["lab", "up"],
+    ["lab", "status"],
+    ["lab", "down"],
+    ["lab", "restart"],
+    ["lab", "workload"],
+    ["run"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "runbook")
+def test_every_cli_command_has_help_with_an_example(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "runbook_lib.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "example" in out.lower()
+    assert "runbook " in out.split("example", 1)[1]
+
+
+def test_readme_quick_start_is_two_commands():
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = quick.split("```", 2)[1]
+    commands = [
+        line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")
+    ]
+    assert commands == ["make demo", "make test"]
