@@ -1,0 +1,342 @@
+"""runbook-restore-wal: a restore_command for WAL-archiving standbys (successor of pg_standby).
+
+    restore_command = 'python3 -I -S runbook-restore-wal.py --archive DIR [opts] %f %p %r'
+
+Copies %f from the archive to %p: never over an existing file, atomically (a temporary file in
+%p's directory, then a hard link that fails if %p appeared meanwhile). `.history` and `.backup`
+requests are answered at once. Without --wait (standby mode) an absent file is "not found" at
+once. With --wait (pg_standby mode) it sleeps and re-checks until the file is there at full
+segment size, the trigger file appears, or --max-wait passes. Trigger content `fast` ends
+recovery at once; empty or `smart` first delivers what the archive already holds.
+
+Exit status: 0 restored, 1 not found / failover / copy failed, 2 bad arguments. Never 126 or more
+(that would abort recovery). Messages go to stderr, which lands in the server log.
+
+Standard library only, and only modules built into the interpreter (os, sys, time): the server
+runs this as its own OS user with `python3 -I -S`, where every import costs start-up time.
+"""
+
+import os
+import sys
+import time
+
+PROG = "runbook-restore-wal"
+EXIT_RESTORED, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+HEX = frozenset("0123456789ABCDEF")
+
+USAGE = f"""usage: {PROG} --archive DIR [--wait] [--trigger FILE] [--sleep S] [--max-wait S]
+       [--retries N] [--cleanup] [--segment-size BYTES] [--verbose] WALFILE DEST [RESTARTFILE]
+
+Restore WALFILE (%f) from the archive DIR into DEST (%p). With --cleanup, remove archived
+segments older than RESTARTFILE (%r) after a successful restore (only for an archive that serves
+this standby alone).
+
+  --archive DIR        the WAL archive (required)
+  --wait               pg_standby mode: wait for an absent segment instead of failing at once
+  --trigger FILE       with --wait: stop waiting when FILE exists (content 'fast': at once;
+                       empty or 'smart': after restoring every segment already archived)
+  --sleep S            seconds between checks while waiting (default 0.1)
+  --max-wait S         give up waiting after S seconds (default 0: wait until triggered)
+  --retries N          attempts for a copy that fails (default 3)
+  --cleanup            remove archived segments older than RESTARTFILE after restoring
+  --segment-size BYTES WAL segment size (default 16777216)
+  --verbose            report every restore, not only failures
+
+exit status: 0 restored, 1 not found or failover, 2 bad arguments
+"""
+
+
+def say(message):
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+class Usage(Exception):
+    pass
+
+
+def parse_args(argv):
+    opts = {
+        "archive": None,
+        "wait": False,
+        "trigger": None,
+        "sleep": 0.1,
+        "max_wait": 0.0,
+        "retries": 3,
+        "cleanup": False,
+        "segment_size": DEFAULT_SEGMENT_SIZE,
+        "verbose": False,
+    }
+    valued = {
+        "--archive": ("archive", str),
+        "--trigger": ("trigger", str),
+        "--sleep": ("sleep", float),
+        "--max-wait": ("max_wait", float),
+        "--retries": ("retries", int),
+        "--segment-size": ("segment_size", int),
+    }
+    flags = {"--wait": "wait", "--cleanup": "cleanup", "--verbose": "verbose"}
+    positional = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            sys.exit(EXIT_RESTORED)
+        if arg == "--":
+            positional.extend(argv[i:])
+            break
+        if not arg.startswith("--") or arg == "-":
+            positional.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        if name in flags and not eq:
+            opts[flags[name]] = True
+        elif name in valued:
+            if not eq:
+                if i >= len(argv):
+                    raise Usage(f"option {name} needs a value")
+                value = argv[i]
+                i += 1
+            key, kind = valued[name]
+            try:
+                opts[key] = kind(value)
+            except ValueError:
+                raise Usage(f"option {name}: invalid value {value!r}") from None
+        else:
+            raise Usage(f"unknown option {arg}")
+    if opts["archive"] is None:
+        raise Usage("--archive DIR is required")
+    if not 2 <= len(positional) <= 3:
+        raise Usage(f"expected WALFILE DEST [RESTARTFILE], got {len(positional)} arguments")
+    if opts["sleep"] <= 0 or opts["max_wait"] < 0 or opts["retries"] < 1:
+        raise Usage("--sleep must be > 0, --max-wait >= 0 and --retries >= 1")
+    if opts["segment_size"] <= 0:
+        raise Usage("--segment-size must be positive")
+    walfile = positional[0]
+    if not walfile or "/" in walfile or walfile in (".", ".."):
+        raise Usage(f"WALFILE must be a plain file name, got {walfile!r}")
+    opts["walfile"], opts["dest"] = walfile, positional[1]
+    opts["restartfile"] = positional[2] if len(positional) == 3 else None
+    if opts["cleanup"] and not opts["restartfile"]:
+        raise Usage("--cleanup needs RESTARTFILE (%r)")
+    return opts
+
+
+def is_segment_name(name):
+    return len(name) == 24 and all(c in HEX for c in name)
+
+
+def is_immediate(name):
+    """Requests answered at once, present or not: timeline history and backup history files."""
+    return name.endswith(".history") or name.endswith(".backup")
+
+
+def file_size(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size
+
+
+def copy_fd(fdin, fdout, size):
+    """Copy size bytes between file descriptors, kernel-side when possible."""
+    copied = 0
+    try:
+        while copied < size:
+            n = os.copy_file_range(fdin, fdout, size - copied)
+            if n == 0:
+                break
+            copied += n
+    except OSError:  # no copy_file_range for these files (old kernel, odd filesystem)
+        os.lseek(fdin, copied, os.SEEK_SET)
+        os.lseek(fdout, copied, os.SEEK_SET)
+        while copied < size:
+            chunk = os.read(fdin, min(1 << 20, size - copied))
+            if not chunk:
+                break
+            os.write(fdout, chunk)
+            copied += len(chunk)
+    return copied
+
+
+def same_content(a, b):
+    if os.stat(a).st_size != os.stat(b).st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x = fa.read(1 << 20)
+            if x != fb.read(1 << 20):
+                return False
+            if not x:
+                return True
+
+
+def deliver(src, dest, expected_size):
+    """Copy src to dest through a temporary file next to dest; never replace an existing dest.
+
+    Returns None on success, else a message. expected_size: required size (None: any)."""
+    tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{os.getpid()}.tmp")
+    fdin = os.open(src, os.O_RDONLY)
+    try:
+        size = os.fstat(fdin).st_size
+        if expected_size is not None and size != expected_size:
+            return f"{src} is {size} bytes, not {expected_size}: still being copied?"
+        fdout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            copied = copy_fd(fdin, fdout, size)
+        finally:
+            os.close(fdout)
+    finally:
+        os.close(fdin)
+    try:
+        if copied != size:
+            return f"copied {copied} of {size} bytes of {src}"
+        try:
+            os.link(tmp, dest)  # fails if dest exists: never overwrite
+        except FileExistsError:
+            return None if same_content(src, dest) else f"{dest} exists with other content"
+        except OSError:  # a filesystem without hard links
+            if os.path.exists(dest):
+                return None if same_content(src, dest) else f"{dest} exists with other content"
+            os.rename(tmp, dest)
+        return None
+    finally:
+        try:  # noqa: SIM105 (contextlib would cost start-up time)
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def restore(opts, src, expected_size):
+    """Copy with retries; return an exit status."""
+    dest = opts["dest"]
+    if os.path.lexists(dest):
+        if same_content(src, dest):
+            say(f"{dest} already holds {opts['walfile']}; nothing to do")
+            return EXIT_RESTORED
+        say(f"refusing to overwrite {dest}: it exists with content other than {src}")
+        return EXIT_NOT_FOUND
+    problem = None
+    for attempt in range(1, opts["retries"] + 1):
+        try:
+            problem = deliver(src, dest, expected_size)
+        except OSError as exc:
+            problem = f"{exc.strerror or exc} ({exc.filename or src})"
+        if problem is None:
+            if opts["verbose"]:
+                say(f"restored {opts['walfile']}")
+            return EXIT_RESTORED
+        if attempt < opts["retries"]:
+            time.sleep(opts["sleep"])
+    say(f"could not restore {opts['walfile']} after {opts['retries']} attempts: {problem}")
+    return EXIT_NOT_FOUND
+
+
+def read_trigger(path):
+    """None: no trigger; else 'fast' or 'smart'."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            content = f.read(64).strip().lower()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        say(f"trigger file {path} exists but cannot be read ({exc.strerror}): failing over (smart)")
+        return "smart"
+    if content in ("", "smart", "fast"):
+        return content or "smart"
+    say(f"trigger file {path} holds {content!r}, not 'fast' or 'smart': assuming smart")
+    return "smart"
+
+
+def cleanup(archive, restartfile):
+    """Remove archived segments (and .partial ones) older than restartfile; keep the rest."""
+    if not is_segment_name(restartfile):
+        say(f"not cleaning up: {restartfile!r} is not a WAL segment name")
+        return
+    keep_from = restartfile[8:]
+    removed = 0
+    for name in os.listdir(archive):
+        base = name[:-8] if name.endswith(".partial") else name
+        if is_segment_name(base) and base[8:] < keep_from:
+            try:
+                os.unlink(os.path.join(archive, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                say(f"cleanup: cannot remove {name}: {exc.strerror}")
+    return removed
+
+
+def run(opts):
+    archive = opts["archive"]
+    if not os.path.isdir(archive):
+        say(f"archive directory {archive} does not exist or is not a directory")
+        return EXIT_USAGE
+    name = opts["walfile"]
+    src = os.path.join(archive, name)
+    segment = is_segment_name(name)
+    expected = opts["segment_size"] if segment else None
+
+    def ready():
+        size = file_size(src)
+        return size is not None and (expected is None or size == expected)
+
+    if is_immediate(name) or not opts["wait"]:
+        if file_size(src) is None:
+            return EXIT_NOT_FOUND  # PostgreSQL asks for absent files all the time: no message
+        status = restore(opts, src, expected)
+    else:
+        status = wait_and_restore(opts, src, ready)
+    if status == EXIT_RESTORED and opts["cleanup"]:
+        cleanup(archive, opts["restartfile"])
+    return status
+
+
+def wait_and_restore(opts, src, ready):
+    name = opts["walfile"]
+    started = time.monotonic()
+    while True:
+        trigger = read_trigger(opts["trigger"])
+        if trigger == "fast":
+            say(f"fast failover: trigger file {opts['trigger']} found; not restoring {name}")
+            return EXIT_NOT_FOUND
+        if ready():
+            return restore(opts, src, opts["segment_size"] if is_segment_name(name) else None)
+        present = file_size(src) is not None
+        if trigger == "smart" and not present:
+            say(f"smart failover: trigger file {opts['trigger']} found and {name} not archived")
+            return EXIT_NOT_FOUND
+        waited = time.monotonic() - started
+        if opts["max_wait"] and waited >= opts["max_wait"]:
+            state = "only partly copied" if present else "not in the archive"
+            say(f"gave up after {waited:.1f} s: {name} is {state}")
+            return EXIT_NOT_FOUND
+        time.sleep(opts["sleep"])
+
+
+def main(argv=None):
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except Usage as exc:
+        say(f"error: {exc}")
+        sys.stderr.write(USAGE.split("\n\n")[0] + "\n")
+        return EXIT_USAGE
+    try:
+        return run(opts)
+    except OSError as exc:
+        say(f"error: {exc.strerror or exc} ({exc.filename or opts['archive']})")
+        return EXIT_NOT_FOUND
+    except Exception as exc:  # never a traceback in the server log, never an exit status >= 126
+        say(f"unexpected error: {type(exc).__name__}: {exc}")
+        return EXIT_NOT_FOUND
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""runbook-restore-wal, run as the server runs it: Debian's python3 -I -S on the script file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runbook_lib import wal_restore
+from runbook_lib.cluster import server_os_user
+from runbook_lib.host import LOCAL, CommandResult
+
+SERVER_PYTHON = "/usr/bin/python3"
+SEG = 8192  # a small --segment-size keeps the tests fast; the bench uses real 16 MB segments
+SEGMENT = "000000010000000000000005"
+
+
+def restore(*args: str | Path, user: str | None = None) -> CommandResult:
+    argv = [SERVER_PYTHON, "-I", "-S", wal_restore.__file__, *map(str, args)]
+    return LOCAL.run(argv, user=user, check=False, timeout_s=30)
+
+
+def timed_restore(*args: str | Path) -> tuple[CommandResult, float]:
+    started = time.monotonic()
+    result = restore(*args)
+    return result, time.monotonic() - started
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory the server OS user can reach (pytest's tmp_path is private to root)."""
+    parent = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
+    parent.chmod(0o755)
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    archive, pg_wal = tmp_path / "archive", tmp_path / "pg_wal"
+    archive.mkdir()
+    pg_wal.mkdir()
+    return archive, pg_wal
+
+
+def segment(archive: Path, name: str = SEGMENT, size: int = SEG, fill: bytes = b"w") -> Path:
+    path = archive / name
+    path.write_bytes((fill * size)[:size])
+    return path
+
+
+def later(seconds: float, action) -> threading.Thread:
+    def run() -> None:
+        time.sleep(seconds)
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def opts(archive: Path, *extra: str) -> list[str]:
+    return ["--archive", str(archive), "--segment-size", str(SEG), *extra]
+
+
+def test_restore_copies_segment_to_destination_and_exits_0(dirs):
+    archive, pg_wal = dirs
+    src = segment(archive, fill=b"abc")
+    result = restore(*opts(archive), SEGMENT, pg_wal / "RECOVERYXLOG")
+    assert result.returncode == 0, result.stderr
+    assert (pg_wal / "RECOVERYXLOG").read_bytes() == src.read_bytes()
+    assert sorted(os.listdir(pg_wal)) == ["RECOVERYXLOG"], "no temporary file may be left behind"
+
+
+def test_restore_absent_segment_without_wait_exits_1_at_once(dirs):
+    archive, pg_wal = dirs
+    result, elapsed = timed_restore(*opts(archive), SEGMENT, pg_wal / "RECOVERYXLOG")
+    assert result.returncode == 1
+    assert elapsed < 1.0
+    assert not (pg_wal / "RECOVERYXLOG").exists()
+
+
+@pytest.mark.parametrize("name", ["00000002.history", "000000010000000000000002.00000028.backup"])
+def test_restore_history_and_backup_requests_never_wait(dirs, name):
+    archive, pg_wal = dirs
+    absent, elapsed = timed_restore(*opts(archive, "--wait"), name, pg_wal / "RECOVERYHISTORY")
+    assert absent.returncode == 1
+    assert elapsed < 1.0, "a .history/.backup request must be answered at once, even with --wait"
+    (archive / name).write_text("1\t0/3000000\tno recovery target specified\n")
+    present = restore(*opts(archive, "--wait"), name, pg_wal / "RECOVERYHISTORY")
+    assert present.returncode == 0, present.stderr
+    assert (pg_wal / "RECOVERYHISTORY").read_text() == (archive / name).read_text()
+
+
+def test_restore_never_overwrites_a_different_existing_destination(dirs):
+    archive, pg_wal = dirs
+    segment(archive, fill=b"new")
+    dest = pg_wal / "RECOVERYXLOG"
+    dest.write_bytes(b"old" * 10)
+    result = restore(*opts(archive), SEGMENT, dest)
+    assert result.returncode == 1
+    assert "refusing to overwrite" in result.stderr
+    assert dest.read_bytes() == b"old" * 10
+
+
+def test_restore_same_file_asked_twice_succeeds(dirs):
+    archive, pg_wal = dirs
+    segment(archive)
+    dest = pg_wal / "RECOVERYXLOG"
+    assert restore(*opts(archive), SEGMENT, dest).returncode == 0
+    again = restore(*opts(archive), SEGMENT, dest)
+    assert again.returncode == 0, again.stderr
+    dest.unlink()
+    assert restore(*opts(archive), SEGMENT, dest).returncode == 0
+    assert dest.stat().st_size == SEG
+
+
+def test_restore_with_wait_returns_when_segment_appears(dirs):
+    archive, pg_wal = dirs
+    writer = later(0.8, lambda: segment(archive))
+    result, elapsed = timed_restore(
+        *opts(archive, "--wait", "--sleep", "0.05"), SEGMENT, pg_wal / "X"
+    )
+    writer.join()
+    assert result.returncode == 0, result.stderr
+    assert 0.7 < elapsed < 5
+    assert (pg_wal / "X").stat().st_size == SEG
+
+
+def test_restore_partial_segment_is_not_ready_until_full_size(dirs):
+    archive, pg_wal = dirs
+    segment(archive, size=SEG // 2)  # an archiver still copying
+    short, _ = timed_restore(*opts(archive, "--wait", "--max-wait", "0.5"), SEGMENT, pg_wal / "X")
+    assert short.returncode == 1
+    assert "partly copied" in short.stderr
+    assert not (pg_wal / "X").exists()
+
+    writer = later(0.5, lambda: segment(archive, size=SEG))
+    full = restore(
+        *opts(archive, "--wait", "--sleep", "0.05", "--max-wait", "10"), SEGMENT, pg_wal / "X"
+    )
+    writer.join()
+    assert full.returncode == 0, full.stderr
+    assert (pg_wal / "X").stat().st_size == SEG
+
+
+def test_restore_partial_segment_without_wait_is_not_delivered(dirs):
+    archive, pg_wal = dirs
+    segment(archive, size=SEG - 1)
+    result = restore(*opts(archive, "--retries", "1"), SEGMENT, pg_wal / "X")
+    assert result.returncode == 1
+    assert not (pg_wal / "X").exists()
+
+
+def test_restore_max_wait_gives_up_with_exit_1(dirs):
+    archive, pg_wal = dirs
+    result, elapsed = timed_restore(
+        *opts(archive, "--wait", "--max-wait", "0.6"), SEGMENT, pg_wal / "X"
+    )
+    assert result.returncode == 1
+    assert 0.6 <= elapsed < 3
+    assert "gave up" in result.stderr
+
+
+def test_restore_fast_trigger_fails_over_at_once_even_with_segment_ready(dirs):
+    archive, pg_wal = dirs
+    segment(archive)
+    trigger = archive.parent / "trigger"
+    trigger.write_text("fast\n")
+    result, elapsed = timed_restore(
+        *opts(archive, "--wait", "--trigger", trigger), SEGMENT, pg_wal / "X"
+    )
+    assert result.returncode == 1
+    assert elapsed < 1.0
+    assert "fast failover" in result.stderr
+    assert not (pg_wal / "X").exists()
+
+
+@pytest.mark.parametrize("content", ["smart", "", "  SMART\n"])
+def test_restore_smart_trigger_delivers_archived_segments_then_fails_over(dirs, content):
+    archive, pg_wal = dirs
+    segment(archive)
+    trigger = archive.parent / "trigger"
+    trigger.write_text(content)
+    args = opts(archive, "--wait", "--trigger", str(trigger))
+    delivered = restore(*args, SEGMENT, pg_wal / "X")
+    assert delivered.returncode == 0, delivered.stderr
+    assert (pg_wal / "X").stat().st_size == SEG
+    nxt, elapsed = timed_restore(*args, "000000010000000000000006", pg_wal / "Y")
+    assert nxt.returncode == 1
+    assert elapsed < 1.0
+    assert "smart failover" in nxt.stderr
+
+
+def test_restore_smart_trigger_waits_for_a_partly_copied_segment(dirs):
+    archive, pg_wal = dirs
+    segment(archive, size=100)
+    trigger = archive.parent / "trigger"
+    trigger.write_text("smart")
+    writer = later(0.5, lambda: segment(archive))
+    args = opts(archive, "--wait", "--sleep", "0.05", "--trigger", str(trigger), "--max-wait", "10")
+    result = restore(*args, SEGMENT, pg_wal / "X")
+    writer.join()
+    assert result.returncode == 0, result.stderr
+    assert (pg_wal / "X").stat().st_size == SEG
+
+
+def test_restore_trigger_created_while_waiting_ends_the_wait(dirs):
+    archive, pg_wal = dirs
+    trigger = archive.parent / "trigger"
+    toucher = later(0.6, lambda: trigger.write_text(""))
+    args = opts(archive, "--wait", "--sleep", "0.05", "--trigger", str(trigger))
+    result, elapsed = timed_restore(*args, SEGMENT, pg_wal / "X")
+    toucher.join()
+    assert result.returncode == 1
+    assert 0.5 < elapsed < 3
+
+
+def test_restore_cleanup_keeps_everything_from_restartfile_on(dirs):
+    archive, pg_wal = dirs
+    names = {
+        "000000010000000000000001": False,
+        "000000010000000000000002": False,
+        "000000010000000000000002.partial": False,
+        "000000010000000000000003": True,  # %r itself is still needed
+        "000000010000000000000004": True,
+        "000000020000000000000002": False,  # older, on another timeline
+        "000000020000000000000004": True,
+        "00000002.history": True,
+        "000000010000000000000002.00000028.backup": True,
+        "README": True,
+    }
+    for name in names:
+        segment(archive, name)
+    result = restore(
+        *opts(archive, "--cleanup"),
+        "000000010000000000000004",
+        pg_wal / "X",
+        "000000010000000000000003",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(archive)) == sorted(n for n, kept in names.items() if kept)
+
+
+def test_restore_cleanup_does_nothing_when_restore_fails(dirs):
+    archive, pg_wal = dirs
+    old = segment(archive, "000000010000000000000001")
+    result = restore(*opts(archive, "--cleanup"), SEGMENT, pg_wal / "X", "000000010000000000000004")
+    assert result.returncode == 1
+    assert old.exists()
+
+
+def test_restore_retries_a_failing_copy_then_exits_1(dirs):
+    archive, pg_wal = dirs
+    (archive / "00000003.history").mkdir()  # present, but cannot be read as a file
+    result, elapsed = timed_restore(
+        *opts(archive, "--retries", "3", "--sleep", "0.2"), "00000003.history", pg_wal / "X"
+    )
+    assert result.returncode == 1
+    assert "after 3 attempts" in result.stderr
+    assert elapsed >= 0.4
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        [SEGMENT, "pg_wal/X"],  # no --archive
+        ["--archive"],
+        ["--archive", "A", SEGMENT],
+        ["--archive", "A", "--sleep", "soon", SEGMENT, "X"],
+        ["--archive", "A", "--frobnicate", SEGMENT, "X"],
+        ["--archive", "A", "../etc/passwd", "X"],
+        ["--archive", "A", "--cleanup", SEGMENT, "X"],  # --cleanup without %r
+    ],
+)
+def test_restore_bad_arguments_exit_2(args, tmp_path):
+    result = restore(*[str(tmp_path / a) if a == "A" else a for a in args])
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_restore_missing_archive_directory_exits_2_not_126(tmp_path):
+    result = restore("--archive", tmp_path / "nowhere", SEGMENT, tmp_path / "X")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_restore_help_exits_0():
+    result = restore("--help")
+    assert result.returncode == 0
+    assert "--max-wait" in result.stdout
+
+
+def test_restore_runs_as_server_os_user_from_an_installed_copy(postgres_dir: Path):
+    archive, pg_wal, tools = (
+        postgres_dir / "archive",
+        postgres_dir / "pg_wal",
+        postgres_dir / "tools",
+    )
+    user = server_os_user()
+    for d in (archive, pg_wal, tools):
+        LOCAL.make_dir(d, owner=user, mode=0o755)
+    script = tools / "runbook-restore-wal.py"
+    LOCAL.write_text(script, Path(wal_restore.__file__).read_text(), mode=0o755)
+    segment(archive)
+    argv = [SERVER_PYTHON, "-I", "-S", str(script), *opts(archive), SEGMENT, str(pg_wal / "X")]
+    result = LOCAL.run(argv, user=user, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (pg_wal / "X").stat().st_size == SEG
+
+
+def imported_modules(*args: str) -> set[str]:
+    result = LOCAL.run([SERVER_PYTHON, "-I", "-S", "-X", "importtime", *args], check=False)
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+
+
+def test_restore_imports_nothing_beyond_a_bare_interpreter():
+    bare = imported_modules("-c", "pass")
+    extra = imported_modules(wal_restore.__file__, "--help") - bare
+    allowed = {"os", "stat", "_stat", "posixpath", "genericpath", "_collections_abc", "time"}
+    assert extra <= allowed, f"start-up cost: the restore command imports {sorted(extra)}"
