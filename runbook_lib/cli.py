@@ -28,6 +28,11 @@ EXAMPLES = {
     "restart": "example:\n  runbook lab restart primary",
     "workload": """example:
   runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
+    "runs": """examples:
+  runbook runs --last 5
+  runbook runs show 20261128T101500Z-warm_standby-3f9a1c""",
+    "show": "example:\n  runbook runs show warm_standby-3f9a1c",
+    "params": "example:\n  runbook params bucardo_bootstrap",
     "run": """examples:
   runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
   runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
@@ -111,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--archive", type=Path, default=Path("runs"), help="run archive (default runs/)"
     )
+
+    runs = sub(commands, "runs", "list archived runs: when, notebook, status, duration, path")
+    runs.add_argument("--archive", type=Path, default=Path("runs"), help="run archive")
+    runs.add_argument("--last", type=int, help="only the N most recent runs")
+    runs_commands = runs.add_subparsers(dest="runs_command")
+    show = sub(runs_commands, "show", "print one run's summary.json")
+    show.add_argument("run", help="run directory, its name, or a unique part of it")
+    show.add_argument("--archive", type=Path, default=argparse.SUPPRESS, help="run archive")
+
+    params = sub(commands, "params", "list a notebook's parameters with type, default and help")
+    params.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
     return parser
 
 
@@ -163,8 +179,35 @@ def _run(args: argparse.Namespace) -> int:
     for name, value in args.params:
         parameters[name] = yaml.safe_load(value)
     result = execute.run_notebook(args.notebook, parameters, archive=args.archive)
-    print(f"succeeded: {result.output}")
+    print(f"succeeded in {result.summary['duration_s']:.1f} s: {result.output.parent}")
     return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import json
+
+    from runbook_lib import runs
+
+    if args.runs_command == "show":
+        print(json.dumps(runs.show_run(args.archive, args.run), indent=2))
+        return 0
+    table = runs.list_runs(args.archive, args.last)
+    print(table.to_string(index=False) if not table.empty else f"no runs in {args.archive}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from runbook_lib import execute, params
+
+    table = params.parameters_table(execute.resolve_notebook(args.notebook))
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(table.to_string(index=False))
+    return 0
+
+
+HANDLERS = {"lab": _lab, "run": _run, "runs": _runs, "params": _params}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,8 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from runbook_lib.execute import RunInterrupted
+
     try:
-        return _lab(args) if args.command == "lab" else _run(args)
+        return HANDLERS[args.command](args)
+    except RunInterrupted as exc:
+        print(f"runbook: interrupted: {exc}", file=sys.stderr)
+        return 130
     except RunbookError as exc:
         print(f"runbook: error: {exc}", file=sys.stderr)
         return 1

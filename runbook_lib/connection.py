@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runbook_lib import record
 from runbook_lib.errors import PreconditionError
 from runbook_lib.redaction import redact
 
@@ -46,7 +47,7 @@ class Endpoint:
 def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psycopg.Connection:
     """Open an autocommit dict-row connection, or raise PreconditionError saying why not."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             **endpoint.conninfo_kwargs(),
             autocommit=True,
             row_factory=dict_row,
@@ -59,6 +60,10 @@ def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psy
             "check host, port, user, and that the password is in PGPASSWORD, ~/.pgpass or a "
             "service file"
         ) from exc
+    record.record_server_version(
+        f"{endpoint.host}:{endpoint.port}", conn.info.parameter_status("server_version") or ""
+    )
+    return conn
 
 
 def server_version_num(conn: psycopg.Connection) -> int:

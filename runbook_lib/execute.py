@@ -1,39 +1,61 @@
-"""Execute a runbook notebook with papermill into the run archive."""
+"""Execute a runbook notebook with papermill into the run archive.
+
+A run directory holds `notebook.ipynb` (saved after every cell, so a killed run still leaves a
+record), `notebook.html`, `summary.json` and `results/` (each step's DataFrames as files).
+Once written, a run directory is made read-only: archived runs are never modified.
+"""
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import papermill
 import yaml
 
+from runbook_lib import __version__, params, record
 from runbook_lib.errors import ConfigurationError, RunbookError
+from runbook_lib.redaction import redact
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
 DEFAULT_ARCHIVE = Path("runs")
+NOT_STEPS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
+SUCCEEDED, FAILED, INTERRUPTED, RUNNING = "succeeded", "failed", "interrupted", "running"
 
 
 class RunFailed(RunbookError):
     """A notebook run stopped at a failing cell; the partial record is kept."""
 
-    def __init__(self, output: Path, cell_index: int | None, ename: str, evalue: str) -> None:
+    def __init__(self, output: Path, step: str, ename: str, evalue: str) -> None:
         self.output = output
-        self.cell_index = cell_index
+        self.step = step
         self.ename = ename
         self.evalue = evalue
-        where = f"cell {cell_index}" if cell_index is not None else "a cell"
-        super().__init__(
-            f"{output.parent.name}: {where} failed: {ename}: {evalue} (record: {output})"
-        )
+        super().__init__(f"{step} failed: {ename}: {evalue} (record: {output.parent})")
+
+
+class RunInterrupted(RunbookError):
+    """The run was stopped by a signal; the partial record is kept."""
 
 
 @dataclass(frozen=True)
 class RunResult:
     notebook: Path
     output: Path
+    summary: dict[str, Any]
 
 
 def resolve_notebook(name_or_path: str) -> Path:
@@ -62,33 +84,194 @@ def load_parameter_files(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
-def run_directory(archive: Path, notebook: Path, now: datetime | None = None) -> Path:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    base = archive / f"{stamp}-{notebook.stem}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
+def new_run_directory(archive: Path, notebook: Path, now: datetime) -> Path:
+    path = archive / f"{now:%Y%m%dT%H%M%SZ}-{notebook.stem}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True)
     return path
+
+
+def _version_of(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if out.returncode == 0 and text else None
+
+
+def _versions(notebook: Path, run_dir: Path) -> dict[str, Any]:
+    import papermill
+
+    from runbook_lib import pgbin
+
+    try:
+        pg_dump = pgbin.program("pg_dump")
+    except RunbookError:
+        pg_dump = "pg_dump"
+    versions: dict[str, Any] = {
+        "runbook_lib": __version__,
+        "python": platform.python_version(),
+        "papermill": papermill.__version__,
+        "postgresql_client": _version_of([pg_dump, "--version"]),
+        "servers": json.loads((run_dir / "servers.json").read_text())
+        if (run_dir / "servers.json").exists()
+        else {},
+    }
+    if "bucardo" in notebook.read_text():
+        versions["bucardo"] = _version_of(["bucardo", "--version"])
+    return versions
+
+
+def _git_commit() -> str | None:
+    out = _version_of(["git", "-C", str(REPO), "rev-parse", "HEAD"])
+    if out is None:
+        return None
+    dirty = _version_of(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return out + ("+uncommitted-changes" if dirty else "")
+
+
+def _cell_steps(nb: Any) -> list[dict[str, Any]]:
+    """Per code cell: the step title (the markdown heading before it), status and duration."""
+    steps, title = [], None
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            heading = next(
+                (ln.lstrip("# ").strip() for ln in cell.source.splitlines() if ln.startswith("#")),
+                None,
+            )
+            title = heading or title
+            continue
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or tags & NOT_STEPS:
+            continue
+        meta = cell.metadata.get("papermill", {})
+        steps.append(
+            {
+                "cell": index,
+                "title": title or f"cell {index}",
+                "status": meta.get("status"),
+                "duration_s": meta.get("duration"),
+                "exception": meta.get("exception"),
+            }
+        )
+    return steps
+
+
+def _failed_cell(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((s for s in steps if s.get("exception")), None)
+
+
+def _write_html(notebook_path: Path, html_path: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    body, _ = HTMLExporter(template_name="lab", embed_images=True).from_notebook_node(nb)
+    html_path.write_text(body)
+
+
+def _seal(run_dir: Path) -> None:
+    """Make the archived run read-only."""
+    for path in sorted(run_dir.rglob("*"), reverse=True):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    run_dir.chmod(0o555)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _kernel_env(run_dir: Path):
+    old = os.environ.get(record.RUN_DIR_ENV)
+    os.environ[record.RUN_DIR_ENV] = str(run_dir.absolute())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(record.RUN_DIR_ENV, None)
+        else:
+            os.environ[record.RUN_DIR_ENV] = old
 
 
 def run_notebook(
     notebook: str, parameters: dict[str, Any], *, archive: Path = DEFAULT_ARCHIVE
 ) -> RunResult:
-    """Run notebook with parameters; the executed copy is saved after every cell."""
+    """Check parameters, run the notebook, archive everything; raise RunFailed on a failing step."""
+    import nbformat
+    import papermill
+
     source = resolve_notebook(notebook)
-    out_dir = run_directory(archive, source)
-    out_dir.mkdir(parents=True)
-    output = out_dir / "notebook.ipynb"
+    params.check_parameters(source, parameters)
+    started = datetime.now(UTC)
+    run_dir = new_run_directory(archive, source, started)
+    output = run_dir / "notebook.ipynb"
+    summary: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "notebook": source.stem,
+        "notebook_path": str(source),
+        "notebook_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "parameters": parameters,
+        "started_at": started.isoformat(),
+        "status": RUNNING,
+        "host": socket.gethostname(),
+        "os_user": getpass.getuser(),
+        "command": redact(" ".join(sys.argv)),
+        "git_commit": _git_commit(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    error: dict[str, Any] | None = None
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            cwd=str(Path.cwd()),
-            progress_bar=False,
-            request_save_on_cell_execute=True,
-        )
+        with _kernel_env(run_dir), _sigterm_as_interrupt():
+            papermill.execute_notebook(
+                str(source),
+                str(output),
+                parameters=parameters,
+                cwd=str(Path.cwd()),
+                progress_bar=False,
+                request_save_on_cell_execute=True,
+            )
+        status = SUCCEEDED
     except papermill.PapermillExecutionError as exc:
-        raise RunFailed(output, exc.cell_index, exc.ename, exc.evalue) from exc
-    return RunResult(source, output)
+        status = FAILED
+        error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": redact(str(exc.evalue))}
+    except KeyboardInterrupt:
+        status = INTERRUPTED
+    ended = datetime.now(UTC)
+    cells = _cell_steps(nbformat.read(output, as_version=4)) if output.exists() else []
+    steps_file = run_dir / "steps.json"
+    steps = json.loads(steps_file.read_text()) if steps_file.exists() else cells
+    if error is not None:
+        failed = next((c for c in cells if c["cell"] == error["cell"]), None) or _failed_cell(cells)
+        error["step"] = failed["title"] if failed else f"cell {error['cell']}"
+    summary.update(
+        {
+            "ended_at": ended.isoformat(),
+            "duration_s": round((ended - started).total_seconds(), 3),
+            "status": status,
+            "failed_step": error,
+            "steps": steps,
+            "cells": cells,
+            "versions": _versions(source, run_dir),
+            "results": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "results").glob("*"))
+            if (run_dir / "results").exists()
+            else [],
+        }
+    )
+    if output.exists():
+        _write_html(output, run_dir / "notebook.html")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _seal(run_dir)
+    if status == FAILED:
+        raise RunFailed(output, error["step"], error["ename"], error["evalue"])
+    if status == INTERRUPTED:
+        raise RunInterrupted(f"run interrupted; partial record kept in {run_dir}")
+    return RunResult(source, output, summary)

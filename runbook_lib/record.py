@@ -1,0 +1,97 @@
+"""Side records of a run: step states, structured results and server versions, written into the
+run directory that `runbook run` names in RUNBOOK_RUN_DIR (nothing is written without it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
+RESULTS_DIR = "results"
+
+
+def run_dir() -> Path | None:
+    value = os.environ.get(RUN_DIR_ENV)
+    return Path(value) if value else None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "result"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def record_server_version(label: str, version: str) -> None:
+    """Remember a server's version (called on every admin connection during a run)."""
+    where = run_dir()
+    if where is None:
+        return
+    path = where / "servers.json"
+    servers = _read_json(path, {})
+    if servers.get(label) != version:
+        servers[label] = version
+        _write_json(path, servers)
+
+
+def record_steps(states: list[dict[str, Any]]) -> None:
+    where = run_dir()
+    if where is not None:
+        _write_json(where / "steps.json", states)
+
+
+def record_result(step: str, result: Any) -> list[Path]:
+    """Write a step's result as files: DataFrames as table JSON and CSV, dataclasses as JSON."""
+    where = run_dir()
+    if where is None or result is None:
+        return []
+    out = where / RESULTS_DIR
+    out.mkdir(exist_ok=True)
+    written: list[Path] = []
+    for name, frame in _frames(result):
+        base = out / _safe_name(f"{step}-{name}" if name else step)
+        frame.to_json(
+            base.with_suffix(".json"), orient="table", date_format="iso", default_handler=str
+        )
+        frame.to_csv(base.with_suffix(".csv"), index=False)
+        written += [base.with_suffix(".json"), base.with_suffix(".csv")]
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        fields = {
+            f.name: getattr(result, f.name)
+            for f in dataclasses.fields(result)
+            if not _is_frame(getattr(result, f.name))
+        }
+        path = out / f"{_safe_name(step)}.summary.json"
+        _write_json(path, fields)
+        written.append(path)
+    return written
+
+
+def _is_frame(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and hasattr(value, "to_json")
+
+
+def _frames(result: Any) -> list[tuple[str, Any]]:
+    if _is_frame(result):
+        return [("", result)]
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return [
+            (f.name, getattr(result, f.name))
+            for f in dataclasses.fields(result)
+            if _is_frame(getattr(result, f.name))
+        ]
+    return []

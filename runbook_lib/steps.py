@@ -1,0 +1,198 @@
+"""Steps of a runbook and their states: a registry like a migrations list (named steps, which are
+pending, which ran, a record of what happened).
+
+Each notebook cell calls `runbook.run("step")`. Headless (papermill, `interactive=False`) the
+step runs at once: the parameters are the operator's decision. In JupyterLab (`interactive=True`)
+a step that changes a server runs only once confirmed in the step panel; the cell shows the
+panel and stops with StepNeedsConfirmation, so "Run All" never rushes past a change. With
+`dry_run=True` read-only steps run and changing steps show their plan instead of acting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from runbook_lib import record
+from runbook_lib.errors import ConfigurationError, RunbookError
+
+PENDING, RUNNING, DONE, SKIPPED, FAILED, PLANNED = (
+    "pending",
+    "running",
+    "done",
+    "skipped",
+    "failed",
+    "planned",
+)
+
+
+class StepNeedsConfirmation(RunbookError):
+    """A changing step was reached in an interactive session without the operator's go-ahead."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step; `changes`: it changes a server; `plan`: what it would do (dry run)."""
+
+    name: str
+    title: str
+    function: Callable[[Any], Any]
+    changes: bool
+    plan: Callable[[Any], list[str]] | None = None
+
+
+@dataclass
+class StepState:
+    status: str = PENDING
+    started_at: str | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    confirmed: bool = False
+
+
+@dataclass
+class Plan:
+    """What a changing step would do; shown by a dry run."""
+
+    step: str
+    actions: list[str]
+
+    def __repr__(self) -> str:
+        lines = "\n".join(f"  {a}" for a in self.actions) or "  (nothing to do)"
+        return f"dry run: {self.step} would run:\n{lines}"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        items = "".join(f"<li><code>{escape(a)}</code></li>" for a in self.actions)
+        return (
+            f"<b>dry run</b>: {escape(self.step)} would run:<ul>{items or '<li>nothing</li>'}</ul>"
+        )
+
+
+@dataclass
+class Runbook:
+    """The steps of one notebook, in order, with their states and results."""
+
+    name: str
+    steps: list[Step]
+    context: Any
+    dry_run: bool = False
+    interactive: bool = False
+    states: dict[str, StepState] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"duplicate step names in {self.name}: {names}")
+        for name in names:
+            self.states.setdefault(name, StepState())
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise ConfigurationError(
+            f"{self.name} has no step {name!r}; steps: {[s.name for s in self.steps]}"
+        )
+
+    def pending(self) -> list[str]:
+        return [s.name for s in self.steps if self.states[s.name].status in (PENDING, FAILED)]
+
+    def applied(self) -> list[str]:
+        return [s.name for s in self.steps if self.states[s.name].status == DONE]
+
+    def next_step(self) -> Step | None:
+        pending = self.pending()
+        return self.step(pending[0]) if pending else None
+
+    def confirm(self, name: str) -> None:
+        self.states[self.step(name).name].confirmed = True
+        self._changed()
+
+    def needs_confirmation(self, name: str) -> bool:
+        step = self.step(name)
+        return (
+            self.interactive
+            and step.changes
+            and not self.dry_run
+            and not self.states[name].confirmed
+        )
+
+    def run(self, name: str) -> Any:
+        """Run one step (or show its plan in a dry run); record state, duration and result."""
+        step = self.step(name)
+        state = self.states[name]
+        if self.needs_confirmation(name):
+            raise StepNeedsConfirmation(
+                f"step {step.title!r} changes a server: confirm it in the step panel "
+                "(or run headless with interactive=False, or set dry_run=True to see its plan)"
+            )
+        if self.dry_run and step.changes:
+            result: Any = Plan(step.title, step.plan(self.context) if step.plan else [])
+            self._set(state, status=PLANNED, duration_s=0.0)
+            self.results[name] = result
+            return result
+        self._set(state, status=RUNNING, started_at=datetime.now(UTC).isoformat(), error=None)
+        started = time.monotonic()
+        try:
+            result = step.function(self.context)
+        except BaseException as exc:
+            self._set(
+                state,
+                status=FAILED,
+                duration_s=time.monotonic() - started,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise
+        self._set(state, status=DONE, duration_s=time.monotonic() - started)
+        self.results[name] = result
+        record.record_result(name, result)
+        return result
+
+    def skip(self, name: str, reason: str) -> str:
+        self._set(self.states[self.step(name).name], status=SKIPPED, error=None, duration_s=0.0)
+        return f"skipped: {reason}"
+
+    def table(self):
+        """The steps as a DataFrame: name, title, changes, status, duration."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {
+                    "step": s.name,
+                    "title": s.title,
+                    "changes servers": s.changes,
+                    "status": self.states[s.name].status,
+                    "duration_s": self.states[s.name].duration_s,
+                    "error": self.states[s.name].error,
+                }
+                for s in self.steps
+            ]
+        )
+
+    def _set(self, state: StepState, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(state, key, value)
+        record.record_steps(
+            [
+                {
+                    "step": s.name,
+                    "title": s.title,
+                    "changes": s.changes,
+                    **{k: v for k, v in vars(self.states[s.name]).items() if k != "confirmed"},
+                }
+                for s in self.steps
+            ]
+        )
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
