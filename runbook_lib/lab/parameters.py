@@ -36,6 +36,7 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
         "bucardo_dbname": "bucardo",
         "bucardo_rundir": str(lab.bucardo_dir),
         "copy_roles": False,
+        "conflict_strategy": "",
         "sequence_strategy": "interleave",
         "copy_jobs": 2,
         "drain_timeout_s": 300,

@@ -1,0 +1,33 @@
+"""Bucardo master/master bootstrap: one module per step, each step idempotent.
+
+The notebook notebooks/bucardo_bootstrap.ipynb calls, in order: validate_parameters, preflight,
+create_target_schema, create_bucardo_objects, copy_data, apply_sequence_strategy,
+enable_and_drain, verify_databases, both_directions.
+"""
+
+from runbook_lib.bucardo.config import BootstrapConfig, from_namespace, validate_parameters
+from runbook_lib.bucardo.copy import copy_data
+from runbook_lib.bucardo.drain import enable_and_drain, settle, wait_caught_up
+from runbook_lib.bucardo.objects import create_bucardo_objects
+from runbook_lib.bucardo.preflight import preflight
+from runbook_lib.bucardo.queue import delta_queue
+from runbook_lib.bucardo.schema import create_target_schema
+from runbook_lib.bucardo.sequences import apply_sequence_strategy
+from runbook_lib.bucardo.verify import both_directions, verify_databases
+
+__all__ = [
+    "BootstrapConfig",
+    "apply_sequence_strategy",
+    "both_directions",
+    "copy_data",
+    "create_bucardo_objects",
+    "create_target_schema",
+    "delta_queue",
+    "enable_and_drain",
+    "from_namespace",
+    "preflight",
+    "settle",
+    "validate_parameters",
+    "verify_databases",
+    "wait_caught_up",
+]

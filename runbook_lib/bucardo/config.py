@@ -1,0 +1,230 @@
+"""The bootstrap's parameters, validated once: bad input stops the run before anything changes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.connection import Endpoint
+from runbook_lib.errors import ConfigurationError
+
+# Bucardo object names and the database/role names the runbook creates or logs in as: lower case,
+# no quoting needed anywhere (Bucardo's own check is ^[a-zA-Z]\w*$; upper case would be folded by
+# some of its commands and not by others).
+SIMPLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Existing schema and table names are matched exactly against the catalog; upper case is allowed
+# (they already exist), quotes, spaces and punctuation are not.
+OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+BUCARDO_STRATEGIES = ("bucardo_latest", "bucardo_latest_all_tables", "bucardo_abort")
+UNIMPLEMENTED_STRATEGIES = (
+    "bucardo_source",
+    "bucardo_target",
+    "bucardo_skip",
+    "bucardo_random",
+    "bucardo_custom",
+)
+SEQUENCE_STRATEGIES = ("interleave", "none")
+MAX_COPY_JOBS = 32
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """Validated parameters of notebooks/bucardo_bootstrap.ipynb (names as in the notebook)."""
+
+    pgdatabase: str
+    pghost: str
+    pgport: int
+    pghost2: str
+    pgport2: int
+    pgsuperuser: str
+    bucardouser: str
+    here: str
+    there: str
+    tables: tuple[str, ...]
+    schemas: tuple[str, ...]
+    relgroup: str
+    dbgroup: str
+    sync: str
+    bucardo_host: str
+    bucardo_port: int
+    bucardo_dbname: str
+    bucardo_rundir: Path
+    copy_roles: bool
+    conflict_strategy: str
+    sequence_strategy: str
+    copy_jobs: int
+    drain_timeout_s: float
+
+    @property
+    def source(self) -> Endpoint:
+        return Endpoint(self.pghost, self.pgport, self.pgdatabase, self.pgsuperuser)
+
+    @property
+    def target(self) -> Endpoint:
+        return Endpoint(self.pghost2, self.pgport2, self.pgdatabase, self.pgsuperuser)
+
+    @property
+    def target_admin(self) -> Endpoint:
+        """The target server's maintenance database (the target database may not exist yet)."""
+        return self.target.with_dbname("postgres")
+
+    @property
+    def control(self) -> Endpoint:
+        return Endpoint(self.bucardo_host, self.bucardo_port, self.bucardo_dbname, self.bucardouser)
+
+    @property
+    def control_admin(self) -> Endpoint:
+        return self.control.with_dbname("postgres")
+
+    @property
+    def effective_conflict_strategy(self) -> str:
+        """The strategy given, or the default: a priority list with `here` first."""
+        return self.conflict_strategy or f"{self.here} {self.there}"
+
+    @property
+    def delta_target(self) -> str:
+        """How Bucardo names this sync's target in the track tables."""
+        return f"dbgroup {self.dbgroup}"
+
+    def databases(self) -> dict[str, Endpoint]:
+        """Bucardo name -> endpoint, for both masters."""
+        return {self.here: self.source, self.there: self.target}
+
+
+def _problems(p: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+
+    def check(cond: bool, message: str) -> None:
+        if not cond:
+            problems.append(message)
+
+    def simple(name: str) -> None:
+        value = p[name]
+        check(
+            isinstance(value, str) and bool(SIMPLE_NAME.match(value)),
+            f"{name}={value!r}: use lower-case letters, digits and _ (start with a letter; no "
+            "quotes, spaces, upper case or ;)",
+        )
+
+    for name in (
+        "pgdatabase",
+        "pgsuperuser",
+        "bucardouser",
+        "here",
+        "there",
+        "relgroup",
+        "dbgroup",
+        "sync",
+        "bucardo_dbname",
+    ):
+        simple(name)
+    if p["here"] == p["there"]:
+        problems.append(f"here and there must differ (both are {p['here']!r})")
+    for name in ("pghost", "pghost2", "bucardo_host"):
+        value = p[name]
+        check(
+            isinstance(value, str) and bool(HOST_NAME.match(value)),
+            f"{name}={value!r}: a host name or address, without spaces",
+        )
+    for name in ("pgport", "pgport2", "bucardo_port"):
+        value = p[name]
+        check(
+            isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536,
+            f"{name}={value!r}: a TCP port number (1-65535)",
+        )
+    schemas = p["schemas"]
+    if not isinstance(schemas, list | tuple) or not schemas:
+        problems.append(f"schemas={schemas!r}: a non-empty list of schema names")
+    else:
+        for s in schemas:
+            check(
+                isinstance(s, str) and bool(OBJECT_NAME.match(s)) and s != "bucardo",
+                f"schemas: {s!r} is not a plain schema name (no quotes, spaces or ;; not bucardo)",
+            )
+    tables = p["tables"]
+    if not isinstance(tables, list | tuple):
+        problems.append(
+            f"tables={tables!r}: a list of 'schema.table' (empty: every table with a key)"
+        )
+    else:
+        for t in tables:
+            parts = t.split(".") if isinstance(t, str) else []
+            check(
+                len(parts) == 2 and all(OBJECT_NAME.match(x) for x in parts),
+                f"tables: {t!r} is not 'schema.table' with plain names (no quotes, spaces or ;)",
+            )
+        if len(set(tables)) != len(tables):
+            problems.append("tables: a table is listed twice")
+    rundir = p["bucardo_rundir"]
+    check(
+        isinstance(rundir, str) and rundir.startswith("/") and "\n" not in rundir,
+        f"bucardo_rundir={rundir!r}: an absolute directory path (Bucardo's pid files and logs)",
+    )
+    check(isinstance(p["copy_roles"], bool), f"copy_roles={p['copy_roles']!r}: true or false")
+    strategy = p["conflict_strategy"]
+    if not isinstance(strategy, str):
+        problems.append(f"conflict_strategy={strategy!r}: a string")
+    elif strategy in UNIMPLEMENTED_STRATEGIES:
+        problems.append(
+            f"conflict_strategy={strategy!r} is documented but not implemented by Bucardo 5.6 "
+            "(the first conflict would pause the sync); use a priority list such as "
+            f"'{p['here']} {p['there']}', or one of {', '.join(BUCARDO_STRATEGIES)}"
+        )
+    elif strategy and strategy not in BUCARDO_STRATEGIES:
+        names = strategy.split()
+        check(
+            sorted(names) == sorted([p["here"], p["there"]]),
+            f"conflict_strategy={strategy!r}: empty (priority list, here first), one of "
+            f"{', '.join(BUCARDO_STRATEGIES)}, or a priority list naming both databases such as "
+            f"'{p['here']} {p['there']}'",
+        )
+    check(
+        p["sequence_strategy"] in SEQUENCE_STRATEGIES,
+        f"sequence_strategy={p['sequence_strategy']!r}: one of {', '.join(SEQUENCE_STRATEGIES)}",
+    )
+    jobs = p["copy_jobs"]
+    check(
+        isinstance(jobs, int) and not isinstance(jobs, bool) and 1 <= jobs <= MAX_COPY_JOBS,
+        f"copy_jobs={jobs!r}: an integer from 1 to {MAX_COPY_JOBS}",
+    )
+    timeout = p["drain_timeout_s"]
+    check(
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
+        f"drain_timeout_s={timeout!r}: a positive number of seconds",
+    )
+    return problems
+
+
+def validate_parameters(**params: Any) -> BootstrapConfig:
+    """Check every parameter (all problems at once); raise ConfigurationError, change nothing."""
+    names = [f.name for f in fields(BootstrapConfig)]
+    missing = [n for n in names if n not in params]
+    unknown = [n for n in params if n not in names]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing: {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown: {', '.join(unknown)}")
+        raise ConfigurationError(f"bucardo_bootstrap parameters: {'; '.join(parts)}")
+    problems = _problems(params)
+    if problems:
+        raise ConfigurationError(
+            "bucardo_bootstrap parameters are invalid; nothing was changed:\n- "
+            + "\n- ".join(problems)
+        )
+    values = dict(params)
+    values["tables"] = tuple(params["tables"])
+    values["schemas"] = tuple(params["schemas"])
+    values["bucardo_rundir"] = Path(params["bucardo_rundir"])
+    values["drain_timeout_s"] = float(params["drain_timeout_s"])
+    return BootstrapConfig(**values)
+
+
+def from_namespace(namespace: dict[str, Any]) -> BootstrapConfig:
+    """validate_parameters with the notebook's parameter variables (its globals())."""
+    names = [f.name for f in fields(BootstrapConfig)]
+    return validate_parameters(**{n: namespace[n] for n in names if n in namespace})

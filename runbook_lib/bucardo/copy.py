@@ -1,0 +1,164 @@
+"""Step 4: the data, streamed table by table in parallel from one snapshot of the source (taken
+after `add sync`, so every later change is in the delta queue) into the target with
+session_replication_role=replica (Bucardo's triggers there stay silent); then keys, indexes and
+constraints, built once over the loaded data. Nothing is written to disk in between."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+import pandas as pd
+from psycopg import sql
+from tqdm.auto import tqdm
+
+from runbook_lib.bucardo import catalog, schema
+from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.objects import replicated_tables
+from runbook_lib.bucardo.result import StepResult
+from runbook_lib.connection import connect
+from runbook_lib.errors import PreconditionError
+
+APPLICATION_NAME = "runbook_bucardo_copy"
+
+
+def _capture_active(cfg: BootstrapConfig, tables: tuple[str, ...]) -> None:
+    """Every replicated table logs its changes on the source before the snapshot is taken."""
+    with connect(cfg.source) as conn:
+        rows = conn.execute(
+            """SELECT n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_trigger t
+               JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE t.tgname = 'bucardo_delta' AND t.tgenabled <> 'D'"""
+        ).fetchall()
+    missing = set(tables) - {r["name"] for r in rows}
+    if missing:
+        raise PreconditionError(
+            f"Bucardo does not capture changes on {sorted(missing)} yet; run the Bucardo objects "
+            "step before the data copy (the snapshot must follow `add sync`)"
+        )
+
+
+class _Progress:
+    def __init__(self, total: int, disable: bool) -> None:
+        self.bar = tqdm(total=total, unit="rows", desc="copy", disable=disable, smoothing=0.1)
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.bar.update(n)
+
+
+def _copy_table(
+    cfg: BootstrapConfig, snapshot: str, t: dict[str, Any], progress: _Progress
+) -> dict[str, Any]:
+    ident = sql.Identifier(t["schema"], t["table"])
+    started = time.monotonic()
+    with (
+        connect(cfg.source, application_name=APPLICATION_NAME) as src,
+        connect(cfg.target, application_name=APPLICATION_NAME) as dst,
+    ):
+        columns = catalog.copy_columns(src, t["schema"], t["table"])
+        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+        dst.execute("SET session_replication_role = replica")
+        with src.transaction(), dst.transaction():
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            with src.cursor() as out_cur, dst.cursor() as in_cur:
+                with (
+                    out_cur.copy(sql.SQL("COPY {} ({}) TO STDOUT").format(ident, cols)) as out,
+                    in_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(ident, cols)) as into,
+                ):
+                    for chunk in out:
+                        into.write(chunk)
+                        progress.add(bytes(chunk).count(b"\n"))
+                rows = in_cur.rowcount
+    seconds = time.monotonic() - started
+    return {
+        "table": f"{t['schema']}.{t['table']}",
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "mb": round(t["bytes"] / 2**20, 2),
+        "rows_per_s": round(rows / seconds) if seconds > 0 else None,
+    }
+
+
+def _truncate_target(cfg: BootstrapConfig, tables: list[dict[str, Any]]) -> None:
+    """A failed earlier copy may have left rows: start over from an empty target (no triggers
+    fire in replica mode, and no one writes to the target before the bootstrap ends)."""
+    with connect(cfg.target) as dst, dst.transaction():
+        dst.execute("SET LOCAL session_replication_role = replica")
+        names = sql.SQL(", ").join(sql.Identifier(t["schema"], t["table"]) for t in tables)
+        dst.execute(sql.SQL("TRUNCATE {}").format(names))
+
+
+def copy_data(cfg: BootstrapConfig, *, progress: bool = True) -> StepResult:
+    """Copy every table's rows from a snapshot taken now (after `add sync`), then build keys."""
+    with connect(cfg.target_admin) as admin:
+        marker = catalog.read_marker(admin, cfg.pgdatabase)
+    if not marker or not marker.reached("schema"):
+        raise PreconditionError("the target has no structure yet; run the target schema step first")
+    if marker.reached("keys"):
+        return StepResult(
+            "data copy", "rows, keys and indexes already on the target", already_done=True
+        )
+    copied = pd.DataFrame()
+    if not marker.reached("data"):
+        _capture_active(cfg, replicated_tables(cfg))
+        copied = _copy_all(cfg, progress)
+        with connect(cfg.target_admin) as admin:
+            catalog.write_marker(admin, cfg, "data")
+    t0 = time.monotonic()
+    built = schema.restore_post_data(cfg)
+    post_s = time.monotonic() - t0
+    _check_keys(cfg)
+    with connect(cfg.target_admin) as admin:
+        catalog.write_marker(admin, cfg, "keys")
+    total_rows = int(copied["rows"].sum()) if len(copied) else 0
+    copy_s = float(copied.attrs.get("seconds", 0.0))
+    return StepResult(
+        "data copy",
+        f"{total_rows} rows in {len(copied)} tables copied in {copy_s:.1f} s "
+        f"({cfg.copy_jobs} jobs); {built} keys/indexes/constraints built in {post_s:.1f} s",
+        tables={"tables": copied},
+    )
+
+
+def _copy_all(cfg: BootstrapConfig, progress: bool) -> pd.DataFrame:
+    with connect(cfg.source) as src:
+        tables = catalog.copyable_tables(src)
+    _truncate_target(cfg, tables)
+    started = time.monotonic()
+    bar = _Progress(sum(t["estimated_rows"] for t in tables), disable=not progress)
+    results: list[dict[str, Any]] = []
+    # the exporting transaction must stay open until every worker has imported the snapshot
+    with connect(cfg.source, application_name=APPLICATION_NAME) as holder, holder.transaction():
+        holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = holder.execute("SELECT pg_catalog.pg_export_snapshot() AS s").fetchone()["s"]
+        try:
+            with ThreadPoolExecutor(max_workers=cfg.copy_jobs) as pool:
+                futures = [pool.submit(_copy_table, cfg, snapshot, t, bar) for t in tables]
+                for f in as_completed(futures):
+                    results.append(f.result())
+        finally:
+            bar.bar.close()
+    df = pd.DataFrame(results).sort_values("table").reset_index(drop=True)
+    df.attrs["seconds"] = time.monotonic() - started
+    return df
+
+
+def _check_keys(cfg: BootstrapConfig) -> None:
+    with connect(cfg.target) as conn:
+        rows = {r["name"]: r for r in catalog.all_tables(conn)}
+    no_key = [
+        t
+        for t in replicated_tables(cfg)
+        if t not in rows or not (rows[t]["primary_key"] or rows[t]["has_unique_index"])
+    ]
+    if no_key:
+        raise PreconditionError(
+            f"after post-data the target still lacks keys on {no_key}; "
+            f"see the pg_restore error above"
+        )

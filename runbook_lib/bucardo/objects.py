@@ -1,0 +1,183 @@
+"""Step 3: Bucardo's control database, its databases, relgroup, dbgroup and sync (autokick off,
+explicit conflict strategy), then the daemon, (re)started after the sync exists so that its purge
+process runs. Capture of changes starts when `add sync` returns."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from runbook_lib.bucardo import catalog, queue
+from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.ctl import BucardoCtl
+from runbook_lib.bucardo.preflight import select_tables
+from runbook_lib.bucardo.result import StepResult
+from runbook_lib.connection import connect
+from runbook_lib.errors import PreconditionError
+
+MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
+
+
+def replicated_tables(cfg: BootstrapConfig) -> tuple[str, ...]:
+    """The tables of the relgroup: the selected ones plus the runbook's marker table."""
+    with connect(cfg.source) as conn:
+        selected = select_tables(cfg, conn).replicated
+    return (*selected, MARKER_TABLE) if MARKER_TABLE not in selected else selected
+
+
+def ensure_control_database(cfg: BootstrapConfig, bucardo: BucardoCtl) -> bool:
+    """Install Bucardo's control database when missing; point its files at the run directory."""
+    with connect(cfg.control_admin) as admin:
+        exists = catalog.database_exists(admin, cfg.bucardo_dbname)
+    installed = False
+    if exists:
+        with connect(cfg.control) as conn:
+            installed = catalog.control_installed(conn)
+    if not installed:
+        if exists:
+            raise PreconditionError(
+                f"database {cfg.bucardo_dbname} exists on {cfg.bucardo_host}:{cfg.bucardo_port} "
+                "without Bucardo's schema; drop it or choose another bucardo_dbname"
+            )
+        bucardo.install()
+    rundir = cfg.bucardo_rundir
+    settings = {
+        "piddir": str(rundir),
+        "reason_file": str(rundir / "restart.reason"),
+        "warning_file": str(rundir / "warning.log"),
+        "log_conflict_file": str(rundir / "conflict.log"),
+    }
+    with connect(cfg.control) as conn:
+        for name, value in settings.items():
+            conn.execute(
+                "UPDATE bucardo.bucardo_config SET setting = %s WHERE name = %s "
+                "AND setting IS DISTINCT FROM %s",
+                [value, name, value],
+            )
+    return not installed
+
+
+def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
+    """Add what is missing (databases, tables, dbgroup, sync), then make sure the daemon runs."""
+    with connect(cfg.target_admin) as admin:
+        marker = catalog.read_marker(admin, cfg.pgdatabase)
+    if not marker or not marker.reached("schema"):
+        raise PreconditionError("the target has no structure yet; run the target schema step first")
+    bucardo = BucardoCtl(cfg)
+    bucardo.write_rc()
+    done: list[str] = []
+    if ensure_control_database(cfg, bucardo):
+        done.append(f"installed control database {cfg.bucardo_dbname}")
+    tables = replicated_tables(cfg)
+    with connect(cfg.control) as conn:
+        state = catalog.control_state(conn, cfg)
+    for name, ep in cfg.databases().items():
+        if name not in state["dbs"]:
+            bucardo.run(
+                [
+                    "add",
+                    "db",
+                    name,
+                    f"dbname={ep.dbname}",
+                    f"host={ep.host}",
+                    f"port={ep.port}",
+                    f"user={ep.user}",
+                ]
+            )
+            done.append(f"added db {name}")
+    missing = [t for t in tables if t not in state["relgroup_tables"]]
+    if missing:
+        bucardo.run(["add", "table", *missing, f"relgroup={cfg.relgroup}", f"db={cfg.here}"])
+        done.append(f"added {len(missing)} tables to relgroup {cfg.relgroup}")
+    if state["dbgroup"] is None:
+        bucardo.run(["add", "dbgroup", cfg.dbgroup, f"{cfg.here}:source", f"{cfg.there}:source"])
+        done.append(f"added dbgroup {cfg.dbgroup}")
+    created_sync = state["sync"] is None
+    if created_sync:
+        bucardo.run(
+            [
+                "add",
+                "sync",
+                cfg.sync,
+                f"relgroup={cfg.relgroup}",
+                f"dbs={cfg.dbgroup}",
+                "autokick=0",
+                f"conflict_strategy={cfg.effective_conflict_strategy}",
+            ]
+        )
+        done.append(f"added sync {cfg.sync} (autokick=0)")
+    elif missing:
+        # tables added to an existing relgroup reach the sync's triggers only on validation
+        bucardo.run(["validate", cfg.sync])
+    with connect(cfg.control) as conn:
+        state = catalog.control_state(conn, cfg)
+    _verify(cfg, state, tables)
+    if created_sync or not bucardo.mcp_pid() or not bucardo.controller_running(cfg.sync):
+        bucardo.start(f"runbook bucardo_bootstrap: sync {cfg.sync} added")
+        done.append("daemon (re)started")
+    objects = pd.DataFrame(
+        [
+            {
+                "object": "database",
+                "name": n,
+                "detail": f"{d['dbhost']}:{d['dbport']}/{d['dbname']}",
+            }
+            for n, d in state["dbs"].items()
+        ]
+        + [
+            {
+                "object": "relgroup",
+                "name": cfg.relgroup,
+                "detail": f"{len(state['relgroup_tables'])} tables",
+            }
+        ]
+        + [
+            {
+                "object": "dbgroup",
+                "name": cfg.dbgroup,
+                "detail": ", ".join(f"{d}:{r}" for d, r in state["dbgroup"].items()),
+            }
+        ]
+        + [
+            {
+                "object": "sync",
+                "name": cfg.sync,
+                "detail": f"autokick={state['sync']['autokick']}, conflict_strategy="
+                f"{state['sync']['conflict_strategy']!r}, daemon pid {bucardo.mcp_pid()}",
+            }
+        ]
+    )
+    return StepResult(
+        "bucardo objects",
+        "; ".join(done) if done else "every object exists and the daemon runs",
+        already_done=not done,
+        tables={"objects": objects, "delta queue": queue.delta_queue(cfg)},
+    )
+
+
+def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...]) -> None:
+    missing = set(tables) - set(state["relgroup_tables"])
+    if (
+        missing
+        or not state["sync"]
+        or state["dbgroup"] != {cfg.here: "source", cfg.there: "source"}
+    ):
+        raise PreconditionError(
+            f"Bucardo objects incomplete after adding them: tables missing {sorted(missing)}, "
+            f"dbgroup {state['dbgroup']}, sync {state['sync']}; "
+            f"see {cfg.bucardo_rundir}/log.bucardo"
+        )
+    for name, ep in cfg.databases().items():
+        with connect(ep) as conn:
+            found = (
+                conn.execute(
+                    "SELECT count(*) AS n FROM bucardo.bucardo_delta_names WHERE sync = %s",
+                    [cfg.sync],
+                ).fetchone()["n"]
+                if catalog.schema_exists(conn, "bucardo")
+                else 0
+            )
+        if found < len(tables):
+            raise PreconditionError(
+                f"change capture is not installed for every table on {name} ({found} of "
+                f"{len(tables)} delta tables); see {cfg.bucardo_rundir}/log.bucardo"
+            )

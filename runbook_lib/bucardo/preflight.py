@@ -1,0 +1,279 @@
+"""Step 1, read-only: everything the bootstrap needs is checked before anything changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from runbook_lib.bucardo import catalog, ctl
+from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.result import StepResult
+from runbook_lib.connection import Endpoint, connect, server_version_num
+from runbook_lib.errors import ConfigurationError, PreconditionError
+
+MIN_SERVER_VERSION = 100000
+
+
+@dataclass(frozen=True)
+class TableSelection:
+    replicated: tuple[str, ...]  # schema.table, as in the catalog
+    without_key: tuple[str, ...]  # tables of `schemas` left out: Bucardo cannot replicate them
+    rows: list[dict[str, Any]]
+
+
+def select_tables(cfg: BootstrapConfig, conn: psycopg.Connection) -> TableSelection:
+    """The replicated tables: `tables`, or every keyed table of `schemas` (raises on bad input)."""
+    rows = catalog.all_tables(conn)
+    by_name = {r["name"]: r for r in rows}
+    keyed = {r["name"] for r in rows if r["primary_key"] or r["has_unique_index"]}
+    if cfg.tables:
+        unknown = [t for t in cfg.tables if t not in by_name]
+        if unknown:
+            raise ConfigurationError(
+                f"tables not found in {cfg.source}: {', '.join(unknown)} (names are case-sensitive "
+                "'schema.table'); fix `tables`; nothing was changed"
+            )
+        no_key = [t for t in cfg.tables if t not in keyed]
+        if no_key:
+            raise PreconditionError(
+                f"tables without a primary key or unique index: {', '.join(no_key)}; Bucardo "
+                "cannot replicate them: add a key on the source or remove them from `tables`; "
+                "nothing was changed"
+            )
+        replicated = tuple(cfg.tables)
+        without_key: tuple[str, ...] = ()
+    else:
+        in_schemas = [r["name"] for r in rows if r["schema"] in cfg.schemas]
+        replicated = tuple(t for t in in_schemas if t in keyed)
+        without_key = tuple(t for t in in_schemas if t not in keyed)
+        if not replicated:
+            raise PreconditionError(
+                f"no table with a key in schemas {list(cfg.schemas)} of {cfg.source}; "
+                "check `schemas`; nothing was changed"
+            )
+    return TableSelection(replicated, without_key, rows)
+
+
+def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
+    try:
+        with connect(ep, application_name="runbook_bucardo_preflight") as conn:
+            version = server_version_num(conn)
+            su = conn.execute(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+            ).fetchone()["rolsuper"]
+    except PreconditionError as exc:
+        raise PreconditionError(f"{label}: {exc}; nothing was changed") from exc
+    checks.append({"check": f"{label} reachable", "ok": True, "detail": f"{ep}, server {version}"})
+    if version < MIN_SERVER_VERSION:
+        raise PreconditionError(f"{label} {ep} runs PostgreSQL {version}; 10 or later is needed")
+    if not su:
+        raise PreconditionError(
+            f"{label}: {ep.user} is not a superuser on {ep.host}:{ep.port}; Bucardo's triggers and "
+            "session_replication_role need one: use a superuser as pgsuperuser; nothing was changed"
+        )
+    checks.append({"check": f"{label} superuser", "ok": True, "detail": ep.user})
+    return version
+
+
+def _target_state(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> str:
+    with connect(cfg.target_admin, application_name="runbook_bucardo_preflight") as admin:
+        if not catalog.database_exists(admin, cfg.pgdatabase):
+            checks.append(
+                {
+                    "check": "target database",
+                    "ok": True,
+                    "detail": f"{cfg.pgdatabase} absent on {cfg.pghost2}:{cfg.pgport2}: "
+                    "will be created",
+                }
+            )
+            return "absent"
+        marker = catalog.read_marker(admin, cfg.pgdatabase)
+    with connect(cfg.target, application_name="runbook_bucardo_preflight") as conn:
+        tables = catalog.all_tables(conn)
+    if marker and marker.sync == cfg.sync and marker.source == catalog.source_label(cfg):
+        checks.append(
+            {
+                "check": "target database",
+                "ok": True,
+                "detail": f"resuming this bootstrap (reached stage {marker.stage!r})",
+            }
+        )
+        return f"resume:{marker.stage}"
+    if tables:
+        names = ", ".join(t["name"] for t in tables[:5])
+        why = (
+            f"made by another bootstrap ({marker.text()})" if marker else "not made by this runbook"
+        )
+        raise PreconditionError(
+            f"target database {cfg.pgdatabase} on {cfg.pghost2}:{cfg.pgport2} is not empty "
+            f"({len(tables)} tables, e.g. {names}) and {why}; point pghost2/pgport2 at an empty "
+            "server or drop that database yourself; nothing was changed"
+        )
+    checks.append({"check": "target database", "ok": True, "detail": "exists and is empty"})
+    return "empty"
+
+
+def _control(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> bool:
+    label = "Bucardo control cluster"
+    try:
+        with connect(cfg.control_admin, application_name="runbook_bucardo_preflight") as conn:
+            su = conn.execute(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+            ).fetchone()["rolsuper"]
+            plperl = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'plperlu'"
+            ).fetchone()
+            exists = catalog.database_exists(conn, cfg.bucardo_dbname)
+    except PreconditionError as exc:
+        raise PreconditionError(f"{label}: {exc}; nothing was changed") from exc
+    if not su:
+        raise PreconditionError(
+            f"{label}: role {cfg.bucardouser} must be a superuser "
+            f"(CREATE ROLE {cfg.bucardouser} LOGIN SUPERUSER); nothing was changed"
+        )
+    if not plperl:
+        raise PreconditionError(
+            f"{label}: plperlu is not available on {cfg.bucardo_host}:"
+            f"{cfg.bucardo_port}; install postgresql-plperl-NN; nothing was changed"
+        )
+    checks.append(
+        {
+            "check": "control cluster",
+            "ok": True,
+            "detail": f"{cfg.control_admin}: superuser, plperlu available",
+        }
+    )
+    installed = False
+    if exists:
+        with connect(cfg.control, application_name="runbook_bucardo_preflight") as conn:
+            installed = catalog.control_installed(conn)
+            if installed:
+                _check_control_objects(cfg, catalog.control_state(conn, cfg))
+    checks.append(
+        {
+            "check": "control database",
+            "ok": True,
+            "detail": f"{cfg.bucardo_dbname}: "
+            + ("installed" if installed else "will be installed"),
+        }
+    )
+    return installed
+
+
+def _check_control_objects(cfg: BootstrapConfig, state: dict[str, Any]) -> None:
+    """Names already used in Bucardo for something else stop the run."""
+    for name, ep in cfg.databases().items():
+        db = state["dbs"].get(name)
+        if db and (db["dbname"], db["dbhost"] or "", db["dbport"]) != (ep.dbname, ep.host, ep.port):
+            raise ConfigurationError(
+                f"Bucardo database {name!r} already exists for {db['dbname']} on "
+                f"{db['dbhost']}:{db['dbport']}, not {ep.host}:{ep.port}/{ep.dbname}; choose "
+                "other names for `here`/`there`; nothing was changed"
+            )
+    sync = state["sync"]
+    if sync and (sync["herd"] != cfg.relgroup or sync["dbs"] != cfg.dbgroup):
+        raise ConfigurationError(
+            f"sync {cfg.sync!r} already exists for relgroup {sync['herd']!r} and dbgroup "
+            f"{sync['dbs']!r} (not {cfg.relgroup!r}/{cfg.dbgroup!r}); choose another sync name; "
+            "nothing was changed"
+        )
+    dbgroup = state["dbgroup"]
+    if dbgroup is not None and set(dbgroup) - {cfg.here, cfg.there}:
+        raise ConfigurationError(
+            f"dbgroup {cfg.dbgroup!r} already holds databases {sorted(dbgroup)}; choose another "
+            "dbgroup name; nothing was changed"
+        )
+
+
+def preflight(cfg: BootstrapConfig) -> StepResult:
+    """Check both servers, Bucardo, the tables and the target; raise before anything changes."""
+    checks: list[dict[str, Any]] = []
+    bucardo = ctl.program()
+    if not bucardo:
+        raise PreconditionError(
+            "the bucardo program was not found (PATH or $BUCARDO_PROGRAM); install Bucardo 5.6 "
+            "(scripts/install-system-deps.sh); nothing was changed"
+        )
+    _server(cfg.source, "source (here)", checks)
+    _server(cfg.target_admin, "target (there)", checks)
+    checks.append({"check": "bucardo program", "ok": True, "detail": bucardo})
+    with connect(cfg.source, application_name="runbook_bucardo_preflight") as conn:
+        missing = [s for s in cfg.schemas if not catalog.schema_exists(conn, s)]
+        if missing:
+            raise ConfigurationError(
+                f"schemas not found in {cfg.source}: {', '.join(missing)}; nothing was changed"
+            )
+        selection = select_tables(cfg, conn)
+        sequences = catalog.owned_sequences(conn, list(selection.replicated))
+    _control(cfg, checks)
+    target = _target_state(cfg, checks)
+    replicated = set(selection.replicated)
+    table_rows = [
+        {
+            "table": r["name"],
+            "replicated": r["name"] in replicated,
+            "key": r["primary_key"] or ("unique index" if r["has_unique_index"] else None),
+            "size_mb": round(r["bytes"] / 2**20, 2),
+            "estimated_rows": r["estimated_rows"],
+            "note": (
+                "no primary key or unique index: not replicated, copied once"
+                if r["name"] in selection.without_key
+                else ""
+                if r["name"] in replicated
+                else "outside `tables`/`schemas`: copied once"
+            ),
+        }
+        for r in selection.rows
+    ]
+    seq_rows = [
+        {
+            "table": s["table"],
+            "column": s["column"],
+            "sequence": f"{s['seq_schema']}.{s['seq_name']}",
+            "kind": s["kind"],
+            "increment_by": s["increment_by"],
+            "strategy": (
+                "interleave: here odd, there even, INCREMENT BY 2"
+                if cfg.sequence_strategy == "interleave"
+                else "none: the operator keeps both masters from handing out the same id"
+            ),
+        }
+        for s in sequences
+    ]
+    if selection.without_key:
+        checks.append(
+            {
+                "check": "tables without a key",
+                "ok": True,
+                "detail": "excluded from replication: " + ", ".join(selection.without_key),
+            }
+        )
+    checks.append(
+        {
+            "check": "sequence strategy",
+            "ok": True,
+            "detail": f"{cfg.sequence_strategy} for {len(sequences)} serial/identity columns",
+        }
+    )
+    excluded = ", ".join(selection.without_key)
+    summary = (
+        f"{len(selection.replicated)} tables to replicate"
+        f"{', excluded (no key): ' + excluded if excluded else ''}; "
+        f"target {target}; conflict strategy {cfg.effective_conflict_strategy!r}"
+    )
+    return StepResult(
+        "preflight",
+        summary,
+        already_done=False,
+        tables={
+            "checks": pd.DataFrame(checks),
+            "tables": pd.DataFrame(table_rows),
+            "sequences": pd.DataFrame(
+                seq_rows,
+                columns=["table", "column", "sequence", "kind", "increment_by", "strategy"],
+            ),
+        },
+    )

@@ -1,0 +1,253 @@
+"""Step 2: the target database and its structure, copied from the source before any data.
+
+The schema is dumped once (custom format, Bucardo's schema excluded) into the run directory and
+restored in two halves: pre-data now (tables, types, functions, sequences), post-data (keys,
+indexes, constraints, triggers) after the data copy. Bucardo's triggers on the source are filtered
+out of the restore list, so they are never duplicated on the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from psycopg import sql
+
+from runbook_lib import pgbin
+from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.result import StepResult
+from runbook_lib.connection import Endpoint, connect
+from runbook_lib.errors import PreconditionError
+from runbook_lib.host import LOCAL
+
+SCHEMA_DUMP = "schema.dump"
+MARKER_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {catalog.MARKER_SCHEMA};
+CREATE TABLE IF NOT EXISTS {catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE} (
+    id text PRIMARY KEY,
+    written_on text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE {catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE} IS
+    'written by the bucardo_bootstrap runbook to prove replication works both ways';
+"""
+# desc values pg_restore -l prints that hold more than one word
+_MULTIWORD_DESC = (
+    "FK CONSTRAINT",
+    "INDEX ATTACH",
+    "DEFAULT ACL",
+    "EVENT TRIGGER",
+    "MATERIALIZED VIEW DATA",
+    "TABLE DATA",
+    "SEQUENCE SET",
+    "SEQUENCE OWNED BY",
+    "ROW SECURITY",
+    "PUBLICATION TABLE",
+    "PUBLICATION TABLES IN SCHEMA",
+)
+
+
+def dump_path(cfg: BootstrapConfig) -> Path:
+    return cfg.bucardo_rundir / SCHEMA_DUMP
+
+
+def _env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
+    env = ep.libpq_env()
+    if replica:
+        env["PGOPTIONS"] = "-c session_replication_role=replica"
+    return env
+
+
+def dump_schema(cfg: BootstrapConfig) -> Path:
+    """pg_dump --schema-only -Fc of the source (without schema bucardo) into the run directory."""
+    LOCAL.make_dir(cfg.bucardo_rundir, mode=0o755)
+    path = dump_path(cfg)
+    tmp = path.with_name(path.name + ".partial")
+    LOCAL.run(
+        [pgbin.program("pg_dump"), "--schema-only", "-Fc", "-N", "bucardo", "-f", str(tmp)],
+        env=_env(cfg.source),
+    )
+    tmp.replace(path)
+    return path
+
+
+def parse_toc_line(line: str) -> tuple[str, str, str] | None:
+    """(desc, namespace, tag) of one `pg_restore -l` line, None for comments."""
+    if not line.strip() or line.lstrip().startswith(";"):
+        return None
+    _, rest = line.split(";", 1)
+    words = rest.split()
+    body = words[2:-1]  # drop tableoid, oid and the trailing owner
+    joined = " ".join(body)
+    desc = next((d for d in _MULTIWORD_DESC if joined.startswith(d + " ")), body[0])
+    n = len(desc.split())
+    namespace = body[n] if len(body) > n else "-"
+    tag = " ".join(body[n + 1 :])
+    return desc, namespace, tag
+
+
+def restore_list(
+    cfg: BootstrapConfig, section: str, skip: set[tuple[str, str, str]] | None = None
+) -> tuple[Path, int]:
+    """A pg_restore list of `section` without Bucardo's triggers (and without `skip` entries)."""
+    out = LOCAL.run(
+        [pgbin.program("pg_restore"), "-l", f"--section={section}", str(dump_path(cfg))]
+    ).stdout
+    kept: list[str] = []
+    for line in out.splitlines():
+        entry = parse_toc_line(line)
+        if entry is None:
+            continue
+        desc, namespace, tag = entry
+        if namespace == "bucardo":
+            continue
+        if desc == "TRIGGER" and tag.split()[-1].startswith("bucardo_"):
+            continue
+        if skip and entry in skip:
+            continue
+        kept.append(line)
+    path = cfg.bucardo_rundir / f"restore-{section}.list"
+    LOCAL.write_text(path, "\n".join(kept) + "\n")
+    return path, len(kept)
+
+
+def _create_database(cfg: BootstrapConfig) -> bool:
+    with connect(cfg.source) as src:
+        info = src.execute(
+            """SELECT pg_catalog.pg_encoding_to_char(encoding) AS encoding, datcollate, datctype
+               FROM pg_catalog.pg_database WHERE datname = current_database()"""
+        ).fetchone()
+    with connect(cfg.target_admin) as admin:
+        if catalog.database_exists(admin, cfg.pgdatabase):
+            return False
+        admin.execute(
+            sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
+            ).format(
+                sql.Identifier(cfg.pgdatabase),
+                sql.Literal(info["encoding"]),
+                sql.Literal(info["datcollate"]),
+                sql.Literal(info["datctype"]),
+            )
+        )
+        catalog.write_marker(admin, cfg, "created")
+    return True
+
+
+def _copy_roles(cfg: BootstrapConfig) -> None:
+    """Roles first: pg_dumpall --roles-only, replayed without stopping at roles that exist."""
+    roles = LOCAL.run([pgbin.program("pg_dumpall"), "--roles-only"], env=_env(cfg.source)).stdout
+    LOCAL.run(
+        [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres"],
+        input=roles,
+        env=_env(cfg.target_admin),
+        check=False,
+    )
+
+
+def create_target_schema(cfg: BootstrapConfig) -> StepResult:
+    """Create the target database when missing and restore the source's pre-data structure."""
+    with connect(cfg.target_admin) as admin:
+        exists = catalog.database_exists(admin, cfg.pgdatabase)
+        marker = catalog.read_marker(admin, cfg.pgdatabase) if exists else None
+    if exists and marker is None:
+        raise PreconditionError(
+            f"target database {cfg.pgdatabase} exists on {cfg.pghost2}:{cfg.pgport2} and was not "
+            "created by this runbook; run the preflight cell first"
+        )
+    if marker and marker.reached("schema"):
+        return StepResult(
+            "target schema",
+            f"structure already restored (stage {marker.stage})",
+            already_done=True,
+            tables={"tables": _compare_tables(cfg)},
+        )
+    if cfg.copy_roles:
+        _copy_roles(cfg)
+    with connect(cfg.source) as src:
+        src.execute(MARKER_DDL)
+    _create_database(cfg)
+    dump_schema(cfg)
+    listing, count = restore_list(cfg, "pre-data")
+    LOCAL.run(
+        [
+            pgbin.program("pg_restore"),
+            "--single-transaction",
+            "--exit-on-error",
+            "-L",
+            str(listing),
+            "-d",
+            cfg.pgdatabase,
+            str(dump_path(cfg)),
+        ],
+        env=_env(cfg.target),
+    )
+    compared = _compare_tables(cfg)
+    missing = compared[~compared["on_target"]]
+    if len(missing):
+        raise PreconditionError(
+            f"tables missing on the target after the schema restore: "
+            f"{', '.join(missing['table'])}; see the pg_restore output"
+        )
+    with connect(cfg.target_admin) as admin:
+        catalog.write_marker(admin, cfg, "schema")
+    return StepResult(
+        "target schema",
+        f"database {cfg.pgdatabase} created on {cfg.pghost2}:{cfg.pgport2}; "
+        f"{count} pre-data objects restored (keys and indexes follow the data copy)",
+        tables={"tables": compared},
+    )
+
+
+def _compare_tables(cfg: BootstrapConfig) -> pd.DataFrame:
+    with connect(cfg.source) as src:
+        source = [r["name"] for r in catalog.all_tables(src)]
+    with connect(cfg.target) as dst:
+        target = {r["name"] for r in catalog.all_tables(dst)}
+    return pd.DataFrame({"table": source, "on_target": [t in target for t in source]})
+
+
+def existing_post_data(conn) -> set[tuple[str, str, str]]:
+    """TOC entries (desc, namespace, tag) of post-data objects already on the target."""
+    rows = conn.execute(
+        """
+        SELECT 'INDEX' AS desc, n.nspname AS ns, c.relname AS tag
+          FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        UNION ALL
+        SELECT CASE WHEN co.contype = 'f' THEN 'FK CONSTRAINT' ELSE 'CONSTRAINT' END,
+               n.nspname, t.relname || ' ' || co.conname
+          FROM pg_catalog.pg_constraint co JOIN pg_catalog.pg_class t ON t.oid = co.conrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+        UNION ALL
+        SELECT 'TRIGGER', n.nspname, t.relname || ' ' || tg.tgname
+          FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_class t ON t.oid = tg.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace WHERE NOT tg.tgisinternal
+        """
+    ).fetchall()
+    return {(r["desc"], r["ns"], r["tag"]) for r in rows}
+
+
+def restore_post_data(cfg: BootstrapConfig) -> int:
+    """Keys, indexes, constraints and (non-Bucardo) triggers; skips what already exists."""
+    if not LOCAL.exists(dump_path(cfg)):
+        dump_schema(cfg)
+    with connect(cfg.target) as conn:
+        skip = existing_post_data(conn)
+    listing, count = restore_list(cfg, "post-data", skip)
+    if count:
+        LOCAL.run(
+            [
+                pgbin.program("pg_restore"),
+                "--exit-on-error",
+                "-j",
+                str(cfg.copy_jobs),
+                "-L",
+                str(listing),
+                "-d",
+                cfg.pgdatabase,
+                str(dump_path(cfg)),
+            ],
+            env=_env(cfg.target),
+        )
+    return count
