@@ -1,0 +1,298 @@
+"""compare_databases: prove two databases hold the same rows, or list where they differ.
+
+1. Pair the tables (columns, key, hash path) and cut each into key-range chunks.
+2. Fingerprint every chunk on both servers at the same time, each side streaming its chunks.
+3. Drill into mismatching chunks (diff.py) to list differing keys, up to max_keys per table.
+4. When anything differs and the caller gave `settle` (its "wait until quiesced"), call it once,
+   re-check the differing keys and chunks, and report only what persists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from runbook_lib.compare.diff import Driller, Finding, kind
+from runbook_lib.compare.keys import list_tables, load_table
+from runbook_lib.compare.names import parse_table_name, qualified
+from runbook_lib.compare.parallel import on_both
+from runbook_lib.compare.plan import CHUNK_ROWS, TablePair, pair_tables, plan_chunks
+from runbook_lib.compare.result import Comparison
+from runbook_lib.compare.session import Side, open_sides
+from runbook_lib.connection import Endpoint
+from runbook_lib.errors import ConfigurationError
+
+EXAMPLE_KEYS_SHOWN = 5
+Print = tuple[int, int]
+
+
+@dataclass
+class TableState:
+    pair: TablePair
+    prints_a: list[Print] = field(default_factory=list)
+    prints_b: list[Print] = field(default_factory=list)
+    mismatched: list[int] = field(default_factory=list)
+    incomplete: set[int] = field(default_factory=set)  # chunks not fully listed (cap reached)
+    found: Finding | None = None
+    rows_a: int | None = None
+    rows_b: int | None = None
+    settled: bool = False
+
+    @property
+    def different(self) -> bool:
+        listed = bool(self.found and self.found.rows) or bool(self.incomplete)
+        return self.pair.schema_differs or listed or (bool(self.mismatched) and not self.settled)
+
+    def refresh_rows(self) -> None:
+        self.rows_a = sum(p[0] for p in self.prints_a)
+        self.rows_b = sum(p[0] for p in self.prints_b)
+
+
+def _validate(max_keys: int, labels: Sequence[str]) -> tuple[str, str]:
+    if not isinstance(max_keys, int) or max_keys < 1:
+        raise ConfigurationError(f"max_keys must be a positive integer, got {max_keys!r}")
+    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
+        raise ConfigurationError(f"labels must be two different non-empty names, got {labels!r}")
+    return str(labels[0]), str(labels[1])
+
+
+def _table_names(
+    side_a: Side, side_b: Side, tables: list[str] | None, schemas: Sequence[str]
+) -> list[tuple[str, str]]:
+    if tables is not None:
+        return list(dict.fromkeys(parse_table_name(t) for t in tables))
+    names = set(list_tables(side_a.conn, schemas)) | set(list_tables(side_b.conn, schemas))
+    return sorted({parse_table_name(n) for n in names})
+
+
+class _Progress:
+    """A bar by chunks, advanced when both sides have fingerprinted a chunk."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total, unit="chunk", desc="compare", disable=not enabled)
+        self.done = [0, 0]
+        self.lock = threading.Lock()
+
+    def step(self, side: int) -> None:
+        with self.lock:
+            before = min(self.done)
+            self.done[side] += 1
+            if min(self.done) > before:
+                self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fingerprint_all(side: Side, which: int, states: list[TableState], progress: _Progress):
+    started = side.now()
+    for state in states:
+        table_sql = state.pair.sql_a if which == 0 else state.pair.sql_b
+        out = state.prints_a if which == 0 else state.prints_b
+        for rng in state.pair.chunks:
+            query, params = table_sql.fingerprint(rng)
+            row = side.conn.execute(query, params).fetchone()
+            out.append((row["n"], int(row["s"])))
+            progress.step(which)
+    return {"started": started, "finished": side.now()}
+
+
+def compare_databases(
+    a: Endpoint,
+    b: Endpoint,
+    *,
+    tables: list[str] | None = None,
+    schemas: Sequence[str] = ("public",),
+    portable: bool = False,
+    max_keys: int = 20,
+    settle: Callable[[], object] | None = None,
+    labels: Sequence[str] = ("here", "there"),
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Comparison:
+    """Compare every table of `schemas` (or `tables`) between `a` and `b`, read-only.
+
+    Returns a Comparison: `identical`, a per-table `summary`, the differing keys (`differences`,
+    at most `max_keys` per table) and `read_at` (server clock when each side was read).
+    `portable=True` forces the text-hash path that any two PostgreSQL versions agree on (it is
+    used anyway when the major versions differ). `settle`, when given, is called once if
+    anything differs; differences are then re-checked and only those that persist are reported.
+    """
+    labels = _validate(max_keys, labels)
+    side_a, side_b = open_sides(labels, a, b)
+    try:
+        return _compare(
+            side_a,
+            side_b,
+            tables,
+            schemas,
+            portable,
+            max_keys,
+            settle,
+            labels,
+            progress,
+            chunk_rows,
+        )
+    finally:
+        side_a.close()
+        side_b.close()
+
+
+def _compare(side_a, side_b, tables, schemas, portable, max_keys, settle, labels, progress,
+             chunk_rows) -> Comparison:  # fmt: skip
+    fast = not portable and side_a.major == side_b.major
+    names = _table_names(side_a, side_b, tables, schemas)
+    infos = on_both(
+        lambda: [load_table(side_a.conn, *n) for n in names],
+        lambda: [load_table(side_b.conn, *n) for n in names],
+    )
+    states = []
+    for name, ia, ib in zip(names, *infos, strict=True):
+        pair = pair_tables(qualified(*name), ia, ib, fast=fast, labels=labels)
+        if ia is not None and ib is not None:
+            plan_chunks(pair, side_a, side_b, chunk_rows)
+        states.append(TableState(pair))
+    both_present = [s for s in states if s.pair.a is not None and s.pair.b is not None]
+
+    bar = _Progress(sum(len(s.pair.chunks) for s in both_present), progress)
+    try:
+        read_a, read_b = on_both(
+            lambda: _fingerprint_all(side_a, 0, both_present, bar),
+            lambda: _fingerprint_all(side_b, 1, both_present, bar),
+        )
+    finally:
+        bar.close()
+    read_at = {labels[0]: read_a, labels[1]: read_b}
+
+    for state in both_present:
+        state.refresh_rows()
+        state.mismatched = [
+            i for i, (x, y) in enumerate(zip(state.prints_a, state.prints_b, strict=True)) if x != y
+        ]
+        _drill(state, side_a, side_b, max_keys, state.mismatched)
+
+    unsettled = [s for s in both_present if s.mismatched]
+    if settle is not None and unsettled:
+        settle()
+        read_at["settled"] = {labels[0]: side_a.now(), labels[1]: side_b.now()}
+        for state in unsettled:
+            _recheck(state, side_a, side_b, max_keys)
+
+    _count_missing(states, side_a, side_b)
+    return _result(states, read_at, labels, fast)
+
+
+def _driller(state: TableState, side_a: Side, side_b: Side) -> Driller:
+    assert state.pair.sql_a and state.pair.sql_b
+    return Driller(side_a, side_b, state.pair.sql_a, state.pair.sql_b, on_both)
+
+
+def _drill(state: TableState, side_a: Side, side_b: Side, max_keys: int, chunks: list[int]) -> None:
+    if state.found is None:
+        state.found = Finding(max_keys)
+    if not state.pair.keyed:
+        state.incomplete.update(chunks)
+        return
+    driller = _driller(state, side_a, side_b)
+    for i in chunks:
+        na, nb = state.prints_a[i][0], state.prints_b[i][0]
+        if not driller.drill(state.pair.chunks[i], na, nb, state.found):
+            state.incomplete.add(i)
+
+
+def _recheck(state: TableState, side_a: Side, side_b: Side, max_keys: int) -> None:
+    """After settle: keep the keys that still differ, re-fingerprint the chunks that differed,
+    and list the ones the cap had left unlisted. New differences in listed chunks are in flight."""
+    driller = _driller(state, side_a, side_b)
+    before = list(state.found.rows) if state.found else []
+    unlisted = state.incomplete
+    state.found, state.incomplete, state.settled = Finding(max_keys), set(), True
+    if before:
+        for key, hashes in driller.recheck(before).items():
+            state.found.add(key, *hashes)
+    still = []
+    for i in state.mismatched:
+        state.prints_a[i], state.prints_b[i] = driller.fingerprint(state.pair.chunks[i])
+        if state.prints_a[i] != state.prints_b[i]:
+            still.append(i)
+    state.refresh_rows()
+    state.mismatched = still
+    _drill(state, side_a, side_b, max_keys, [i for i in still if i in unlisted])
+
+
+def _count_missing(states: list[TableState], side_a: Side, side_b: Side) -> None:
+    """A table on one side only: count its rows there (no comparison is possible)."""
+    from psycopg import sql
+
+    for state in states:
+        for info, side, attr in (
+            (state.pair.a, side_a, "rows_a"),
+            (state.pair.b, side_b, "rows_b"),
+        ):
+            if info is not None and (state.pair.a is None or state.pair.b is None):
+                only = sql.SQL("ONLY ") if info.relkind == "r" else sql.SQL("")
+                query = sql.SQL("SELECT count(*) AS n FROM {}{}").format(
+                    only, sql.Identifier(info.schema, info.name)
+                )
+                setattr(state, attr, side.conn.execute(query).fetchone()["n"])
+
+
+def _key_text(key: tuple[str, ...]) -> str:
+    return key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
+
+
+def _result(
+    states: list[TableState], read_at: dict, labels: tuple[str, str], fast: bool
+) -> Comparison:
+    la, lb = labels
+    summary_rows, diff_rows = [], []
+    for state in states:
+        pair = state.pair
+        keys = sorted(state.found.rows.items()) if state.found else []
+        if pair.a is None:
+            verdict = f"missing {la}"
+        elif pair.b is None:
+            verdict = f"missing {lb}"
+        elif state.different:
+            verdict = "different"
+        else:
+            verdict = "identical"
+        for key, (ha, hb) in keys:
+            diff_rows.append(
+                {"table": pair.name, "key": _key_text(key), "kind": kind(ha, hb, labels)}
+            )
+        info = pair.sql_a.info if pair.sql_a else None
+        method = "hash_record_extended" if fast else "md5 of text"
+        summary_rows.append(
+            {
+                "table": pair.name,
+                f"rows_{la}": state.rows_a,
+                f"rows_{lb}": state.rows_b,
+                "chunks": len(pair.chunks),
+                "chunks_different": len(state.mismatched),
+                "verdict": verdict,
+                "differing_keys": len(keys),
+                "more_keys": bool(state.incomplete),
+                "example_keys": ", ".join(_key_text(k) for k, _ in keys[:EXAMPLE_KEYS_SHOWN]),
+                "key": (", ".join(info.key) + f" ({info.key_source})") if info and info.key else "",
+                "method": "" if info is None else method,
+                "note": "; ".join(pair.notes),
+            }
+        )
+    summary = pd.DataFrame(summary_rows, columns=_SUMMARY_COLUMNS(la, lb))
+    for col in (f"rows_{la}", f"rows_{lb}"):
+        summary[col] = summary[col].astype("Int64")
+    differences = pd.DataFrame(diff_rows, columns=["table", "key", "kind"])
+    identical = bool((summary["verdict"] == "identical").all())
+    return Comparison(identical, summary, differences, read_at, labels)
+
+
+def _SUMMARY_COLUMNS(la: str, lb: str) -> list[str]:  # noqa: N802
+    return [
+        "table", f"rows_{la}", f"rows_{lb}", "chunks", "chunks_different", "verdict",
+        "differing_keys", "more_keys", "example_keys", "key", "method", "note",
+    ]  # fmt: skip

@@ -1,0 +1,206 @@
+"""The SQL of a comparison, for one table on one side: row hashes, chunk fingerprints, key ranges.
+
+A chunk's fingerprint is `count(*)` and the sum of 64-bit row hashes over a key range: order does
+not matter, so no sort and constant memory. Two row hashes exist:
+
+- fast (same major version): `hash_record_extended(ROW(...), 0)` over the columns, with enums,
+  json, intervals, composites and other types that hash looser than they print cast to text, and
+  unconstrained numerics hashed together with their scale (so 1.0 and 1.00 differ, as they print).
+- portable (any versions, or on request): the first 64 bits of `md5(ROW(...)::text)`, floats as
+  their IEEE bits, under the session settings pinned in `session.py`.
+
+Key values travel as text and come back cast to the key column's type on each side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from runbook_lib.compare.keys import TableInfo
+
+Key = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Keys k with lo <= k < hi; None is unbounded."""
+
+    lo: Key | None = None
+    hi: Key | None = None
+
+
+@dataclass(frozen=True)
+class TableSQL:
+    """Query builder for one table on one side, hashing `columns` (names shared by both sides)."""
+
+    info: TableInfo
+    columns: tuple[str, ...]
+    hashing: dict[str, str]  # column -> 'raw' | 'numeric' | 'float' | 'text' (agreed by both sides)
+    portable: bool
+
+    # ----- pieces
+    @property
+    def relation(self) -> sql.Composable:
+        only = sql.SQL("ONLY ") if self.info.relkind == "r" else sql.SQL("")
+        return only + sql.Identifier(self.info.schema, self.info.name)
+
+    def _col(self, name: str) -> sql.Composable:
+        return sql.SQL("t.") + sql.Identifier(name)
+
+    def _value_exprs(self) -> list[sql.Composable]:
+        exprs: list[sql.Composable] = []
+        for name in self.columns:
+            col, how = self._col(name), self.hashing[name]
+            if self.portable:
+                if how == "float":
+                    func = "float4send" if self.info.column(name).type == "real" else "float8send"
+                    col = sql.SQL("pg_catalog.{}({})").format(sql.SQL(func), col)
+                exprs.append(col)
+            elif how == "numeric":
+                exprs += [col, sql.SQL("pg_catalog.scale({})").format(col)]
+            elif how in ("raw", "float"):
+                exprs.append(col)
+            else:
+                exprs.append(col + sql.SQL("::text"))
+        return exprs
+
+    def row_hash(self) -> sql.Composable:
+        row = sql.SQL("ROW({})").format(sql.SQL(", ").join(self._value_exprs()))
+        if self.portable:
+            return sql.SQL(
+                "('x' || pg_catalog.left(pg_catalog.md5(({})::text), 16))::bit(64)::bigint"
+            ).format(row)
+        return sql.SQL("pg_catalog.hash_record_extended({}, 0)").format(row)
+
+    def _key_expr(self) -> sql.Composable:
+        cols = [self._col(k) for k in self.info.key]
+        if len(cols) == 1:
+            return cols[0]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(cols))
+
+    def _key_texts(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{}::text AS {}").format(self._col(k), sql.Identifier(f"k{i}"))
+            for i, k in enumerate(self.info.key)
+        )
+
+    def _key_order(self) -> sql.Composable:
+        return sql.SQL(", ").join(self._col(k) for k in self.info.key)
+
+    def _literal_key(self, key: Key, params: list) -> sql.Composable:
+        parts = []
+        for name, value in zip(self.info.key, key, strict=True):
+            params.append(value)
+            parts.append(sql.SQL("%s::{}").format(sql.SQL(self.info.column(name).type)))
+        if len(parts) == 1:
+            return parts[0]
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
+
+    def _where(self, rng: Range, params: list) -> sql.Composable:
+        conds: list[sql.Composable] = []
+        key = self._key_expr()
+        if rng.lo is not None:
+            conds.append(sql.SQL("{} >= {}").format(key, self._literal_key(rng.lo, params)))
+        if rng.hi is not None:
+            conds.append(sql.SQL("{} < {}").format(key, self._literal_key(rng.hi, params)))
+        return sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+
+    # ----- queries: each returns (query, params)
+    def fingerprint(self, rng: Range = Range()) -> tuple[sql.Composable, list]:
+        params: list = []
+        where = self._where(rng, params)
+        query = sql.SQL(
+            "SELECT count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t WHERE {where}"
+        ).format(h=self.row_hash(), rel=self.relation, where=where)
+        return query, params
+
+    def buckets(self, rng: Range, bounds: Sequence[Key]) -> tuple[sql.Composable, list]:
+        """Fingerprints of the ranges cut at `bounds`; bucket i: bounds[i-1] <= k < bounds[i]."""
+        params: list = []
+        if len(self.info.key) == 1:
+            array = sql.SQL("ARRAY[{}]").format(
+                sql.SQL(", ").join(self._literal_key(b, params) for b in bounds)
+            )
+            bucket = sql.SQL("pg_catalog.width_bucket({}, {})").format(self._key_expr(), array)
+        else:
+            whens = [
+                sql.SQL("WHEN {} < {} THEN {}").format(
+                    self._key_expr(), self._literal_key(b, params), sql.Literal(i)
+                )
+                for i, b in enumerate(bounds)
+            ]
+            bucket = sql.SQL("CASE {} ELSE {} END").format(
+                sql.SQL(" ").join(whens), sql.Literal(len(bounds))
+            )
+        where = self._where(rng, params)
+        query = sql.SQL(
+            "SELECT {b} AS b, count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t "
+            "WHERE {where} GROUP BY 1"
+        ).format(b=bucket, h=self.row_hash(), rel=self.relation, where=where)
+        return query, params
+
+    def quantiles(self, rng: Range, step: int) -> tuple[sql.Composable, list]:
+        """Every `step`-th key in the range, in key order (cut points for splitting it)."""
+        params: list = []
+        where = self._where(rng, params)
+        params.append(step)
+        query = sql.SQL(
+            "SELECT * FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn "
+            "FROM {rel} t WHERE {where}) s WHERE rn %% %s = 0 ORDER BY rn"
+        ).format(keys=self._key_texts(), order=self._key_order(), rel=self.relation, where=where)
+        return query, params
+
+    def sample_bounds(self, percent: float, chunk_rows: int) -> tuple[sql.Composable, list]:
+        """Cut points for chunks of about `chunk_rows` rows, from a block sample of the table.
+
+        Returns key columns k0.. and `sampled` (rows in the sample); quantiles are chosen in SQL
+        so only the cut points travel.
+        """
+        query = sql.SQL(
+            "SELECT * FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn, "
+            "count(*) OVER () AS sampled "
+            "FROM {rel} t TABLESAMPLE SYSTEM (%s) REPEATABLE (0)) s "
+            "WHERE rn %% greatest(1, ceil(sampled / "
+            "  greatest(1, ceil(sampled * 100.0 / %s / %s))))::bigint = 0 AND rn < sampled "
+            "ORDER BY rn"
+        ).format(keys=self._key_texts(), order=self._key_order(), rel=self.relation)
+        return query, [percent, percent, chunk_rows]
+
+    def download(self, rng: Range) -> tuple[sql.Composable, list]:
+        """(key as text, row hash) of every row in the range: small ranges only."""
+        params: list = []
+        where = self._where(rng, params)
+        query = sql.SQL("SELECT {keys}, {h} AS h FROM {rel} t WHERE {where}").format(
+            keys=self._key_texts(), h=self.row_hash(), rel=self.relation, where=where
+        )
+        return query, params
+
+    def lookup(self, keys: Sequence[Key]) -> tuple[sql.Composable, list]:
+        """(key as text, row hash) of the rows with these keys (those that exist)."""
+        params: list = [[k[i] for k in keys] for i in range(len(self.info.key))]
+        arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in self.info.key)
+        names = sql.SQL(", ").join(sql.Identifier(f"u{i}") for i in range(len(self.info.key)))
+        join = sql.SQL(" AND ").join(
+            sql.SQL("{} = u.{}::{}").format(
+                self._col(k), sql.Identifier(f"u{i}"), sql.SQL(self.info.column(k).type)
+            )
+            for i, k in enumerate(self.info.key)
+        )
+        query = sql.SQL(
+            "SELECT {keys}, {h} AS h FROM {rel} t JOIN unnest({arrays}) AS u({names}) ON {join}"
+        ).format(
+            keys=self._key_texts(),
+            h=self.row_hash(),
+            rel=self.relation,
+            arrays=arrays,
+            names=names,
+            join=join,
+        )
+        return query, params
+
+
+def key_of(row: dict, width: int) -> Key:
+    return tuple(row[f"k{i}"] for i in range(width))

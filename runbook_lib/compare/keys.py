@@ -1,0 +1,171 @@
+"""What a table looks like on one side: its columns, how to hash them, and the key to chunk by."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from runbook_lib.compare.names import qualified
+
+# Built-in types whose extended hash is a function of the value as it prints: hashed as they are.
+# Everything else (enums hash by OID, json has no hash, interval/numeric arrays/citext compare
+# looser than their text, composites may hide enums) is hashed as text.
+RAW_HASH_TYPES = frozenset(
+    [
+        "bool",
+        "int2",
+        "int4",
+        "int8",
+        "oid",
+        "float4",
+        "float8",
+        "text",
+        "varchar",
+        "bpchar",
+        "name",
+        "char",
+        "bytea",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "jsonb",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+        "bit",
+        "varbit",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type() under an empty search_path: usable in a cast
+    hashing: str  # 'raw', 'numeric' (raw plus its scale), 'float' (raw bits when portable), 'text'
+    not_null: bool
+    collation: str | None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """One table on one side."""
+
+    schema: str
+    name: str
+    relkind: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]  # columns of the primary key or a unique index on NOT NULL columns
+    key_source: str  # 'primary key', 'unique index NAME' or 'none'
+    pages: int
+    estimated_rows: float
+
+    @property
+    def display(self) -> str:
+        return qualified(self.schema, self.name)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _hashing(row: dict) -> str:
+    builtin = row["base_nsp"] == "pg_catalog"
+    if builtin and row["base_type"] == "numeric":
+        return "numeric" if row["typmod"] < 0 else "raw"
+    if builtin and row["base_type"] in ("float4", "float8"):
+        return "float"
+    if builtin and row["base_type"] in RAW_HASH_TYPES:
+        return "raw"
+    if row["elem_nsp"] == "pg_catalog" and row["elem_type"] in RAW_HASH_TYPES:
+        return "raw"
+    return "text"
+
+
+def list_tables(conn_or_endpoint, schemas: Sequence[str]) -> list[str]:
+    """'schema.table' names (quoted where needed) of the tables in `schemas`, sorted."""
+    from runbook_lib.connection import Endpoint, connect
+
+    if isinstance(conn_or_endpoint, Endpoint):
+        with connect(conn_or_endpoint) as conn:
+            return list_tables(conn, schemas)
+    rows = conn_or_endpoint.execute(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "ORDER BY n.nspname, c.relname",
+        [list(schemas)],
+    ).fetchall()
+    return [qualified(r["nspname"], r["relname"]) for r in rows]
+
+
+def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | None:
+    """The table's shape on this side, or None when it does not exist there."""
+    rel = conn.execute(
+        "SELECT c.oid, c.relkind, c.reltuples, "
+        "  pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int "
+        "    AS pages "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        [schema, name],
+    ).fetchone()
+    if rel is None:
+        return None
+    cols = conn.execute(
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
+        "  a.atttypmod AS typmod, a.attnotnull, "
+        "  CASE WHEN a.attcollation <> 0 THEN a.attcollation::regcollation::text END AS coll, "
+        "  bn.nspname AS base_nsp, b.typname AS base_type, "
+        "  en.nspname AS elem_nsp, e.typname AS elem_type "
+        "FROM pg_catalog.pg_attribute a "
+        "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "JOIN pg_catalog.pg_type b "
+        "  ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+        "JOIN pg_catalog.pg_namespace bn ON bn.oid = b.typnamespace "
+        "LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem AND b.typcategory = 'A' "
+        "LEFT JOIN pg_catalog.pg_namespace en ON en.oid = e.typnamespace "
+        "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        [rel["oid"]],
+    ).fetchall()
+    columns = tuple(
+        Column(r["attname"], r["type"], _hashing(r), r["attnotnull"], r["coll"]) for r in cols
+    )
+    key, source = _choose_key(conn, rel["oid"], {c.name: c for c in columns})
+    return TableInfo(
+        schema,
+        name,
+        rel["relkind"],
+        columns,
+        key,
+        source,
+        int(rel["pages"]),
+        float(rel["reltuples"]),
+    )
+
+
+def _choose_key(
+    conn: psycopg.Connection, oid: int, columns: dict[str, Column]
+) -> tuple[tuple[str, ...], str]:
+    """The primary key, else the narrowest unique index over NOT NULL plain columns."""
+    indexes = conn.execute(
+        "SELECT i.indisprimary, c.relname, "
+        "  ARRAY(SELECT a.attname FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) "
+        "        WITH ORDINALITY AS k(attnum, pos) "
+        "        JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "        ORDER BY k.pos) AS cols "
+        "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL "
+        "  AND i.indexprs IS NULL "
+        "ORDER BY i.indisprimary DESC, i.indnkeyatts, c.relname",
+        [oid],
+    ).fetchall()
+    for index in indexes:
+        cols = tuple(index["cols"])
+        if cols and all(columns[c].not_null for c in cols):
+            source = "primary key" if index["indisprimary"] else f"unique index {index['relname']}"
+            return cols, source
+    return (), "none"
