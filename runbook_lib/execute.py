@@ -32,6 +32,7 @@ from runbook_lib.redaction import redact
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
 DEFAULT_ARCHIVE = Path("runs")
+HEADLESS_PARAMETER = "interactive"  # a papermill run never waits for a click
 NOT_STEPS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
 SUCCEEDED, FAILED, INTERRUPTED, RUNNING = "succeeded", "failed", "interrupted", "running"
 
@@ -211,6 +212,8 @@ def run_notebook(
 
     source = resolve_notebook(notebook)
     params.check_parameters(source, parameters)
+    if HEADLESS_PARAMETER in params.declared_parameters(source):
+        parameters = {HEADLESS_PARAMETER: False, **parameters}
     started = datetime.now(UTC)
     run_dir = new_run_directory(archive, source, started)
     output = run_dir / "notebook.ipynb"

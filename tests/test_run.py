@@ -210,3 +210,20 @@ def test_params_lists_types_defaults_and_help(tmp_path):
     out = _runbook("params", str(nb), cwd=tmp_path).stdout
     assert re.search(r"answer\s+int\s+1\s+what to check", out)
     assert re.search(r"tables\s+list\[str\]", out)
+
+
+def test_run_is_headless_interactive_parameter_defaults_to_false(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("interactive: bool = True  # confirm steps in the panel")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("assert interactive is False")]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, tmp_path / "i.ipynb")
+    result = _runbook(
+        "run", str(tmp_path / "i.ipynb"), "--archive", str(tmp_path / "runs"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
