@@ -33,6 +33,7 @@ EXAMPLES = {
   runbook runs show 20261128T101500Z-warm_standby-3f9a1c""",
     "show": "example:\n  runbook runs show warm_standby-3f9a1c",
     "params": "example:\n  runbook params bucardo_bootstrap",
+    "compare": "",  # filled from runbook_lib.compare.cli
     "run": """examples:
   runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
   runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
@@ -125,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run", help="run directory, its name, or a unique part of it")
     show.add_argument("--archive", type=Path, default=argparse.SUPPRESS, help="run archive")
 
+    from runbook_lib.compare import cli as compare_cli
+
+    EXAMPLES["compare"] = compare_cli.EXAMPLE
+    compare_cli.add_arguments(
+        sub(commands, "compare", "prove two databases hold the same rows, or list where not")
+    )
+
     params = sub(commands, "params", "list a notebook's parameters with type, default and help")
     params.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
     return parser
@@ -207,7 +215,13 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"lab": _lab, "run": _run, "runs": _runs, "params": _params}
+def _compare(args: argparse.Namespace) -> int:
+    from runbook_lib.compare import cli as compare_cli
+
+    return compare_cli.run(args)
+
+
+HANDLERS = {"lab": _lab, "run": _run, "runs": _runs, "params": _params, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

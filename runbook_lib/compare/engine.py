@@ -150,6 +150,12 @@ def _compare(side_a, side_b, tables, schemas, portable, max_keys, settle, labels
         lambda: [load_table(side_a.conn, *n) for n in names],
         lambda: [load_table(side_b.conn, *n) for n in names],
     )
+    nowhere = [qualified(*n) for n, ia, ib in zip(names, *infos, strict=True) if not (ia or ib)]
+    if nowhere:
+        raise ConfigurationError(
+            f"no table {', '.join(nowhere)} on either side ({side_a.endpoint}, {side_b.endpoint}); "
+            "check the names (schema.table, double quotes for mixed case)"
+        )
     states = []
     for name, ia, ib in zip(names, *infos, strict=True):
         pair = pair_tables(qualified(*name), ia, ib, fast=fast, labels=labels)

@@ -3,7 +3,8 @@
 A chunk's fingerprint is `count(*)` and the sum of 64-bit row hashes over a key range: order does
 not matter, so no sort and constant memory. Two row hashes exist:
 
-- fast (same major version): `hash_record_extended(ROW(...), 0)` over the columns, with enums,
+- fast (same major version): `hashint8extended(hash_record_extended(ROW(...), 0), 0)` over the
+  columns (the outer hash mixes: the inner one is linear in the column hashes), with enums,
   json, intervals, composites and other types that hash looser than they print cast to text, and
   unconstrained numerics hashed together with their scale (so 1.0 and 1.00 differ, as they print).
 - portable (any versions, or on request): the first 64 bits of `md5(ROW(...)::text)`, floats as
@@ -73,7 +74,11 @@ class TableSQL:
             return sql.SQL(
                 "('x' || pg_catalog.left(pg_catalog.md5(({})::text), 16))::bit(64)::bigint"
             ).format(row)
-        return sql.SQL("pg_catalog.hash_record_extended({}, 0)").format(row)
+        # hash_record_extended combines column hashes linearly, so a plain sum would not see
+        # values swapped between rows; hashing the row hash again mixes it non-linearly.
+        return sql.SQL(
+            "pg_catalog.hashint8extended(pg_catalog.hash_record_extended({}, 0), 0)"
+        ).format(row)
 
     def _key_expr(self) -> sql.Composable:
         cols = [self._col(k) for k in self.info.key]
