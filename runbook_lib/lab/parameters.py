@@ -68,6 +68,12 @@ def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
         "restart_primary_command": restart,
         "hot_standby": True,
         "failover_drill": True,
+        "archive_cleanup": True,
+        "compare_schemas": list(sample_data.SAMPLE_SCHEMAS),
+        "server_python": "/usr/bin/python3",
+        "observe_s": 10,
+        "replay_timeout_s": 60,
+        "promote_timeout_s": 30,
     }
 
 

@@ -1,0 +1,21 @@
+"""The warm standby runbook (notebooks/warm_standby.ipynb): one function per step."""
+
+from runbook_lib.standby.archiving import configure_archiving
+from runbook_lib.standby.backup import build_standby
+from runbook_lib.standby.compare import compare_row_counts
+from runbook_lib.standby.config import StandbyConfig, from_namespace, validate
+from runbook_lib.standby.drill import failover_drill
+from runbook_lib.standby.monitoring import status
+from runbook_lib.standby.preflight import preflight
+
+__all__ = [
+    "StandbyConfig",
+    "build_standby",
+    "compare_row_counts",
+    "configure_archiving",
+    "failover_drill",
+    "from_namespace",
+    "preflight",
+    "status",
+    "validate",
+]

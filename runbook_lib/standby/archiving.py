@@ -1,0 +1,241 @@
+"""WAL archiving on the primary: the settings it needs, turning it on, and proving it works."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from runbook_lib.connection import connect
+from runbook_lib.errors import PreconditionError, RunbookError
+from runbook_lib.standby.config import SCHEMA, TOOLS_DIRNAME, StandbyConfig
+from runbook_lib.standby.tools import archive_command, install_tools
+from runbook_lib.waiting import wait_until
+
+log = logging.getLogger("runbook_lib")
+
+RESTART_TIMEOUT_S = 180
+ARCHIVE_PROOF_TIMEOUT_S = 60
+NEEDS_RESTART = frozenset({"wal_level", "archive_mode"})
+
+
+def setting_values(conn: psycopg.Connection, names: list[str]) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)", [names]
+    ).fetchall()
+    return {r["name"]: r["setting"] for r in rows}
+
+
+def primary_tools_dir(conn: psycopg.Connection) -> PurePosixPath:
+    """Where the archive command is installed on the primary's host: next to its data directory."""
+    datadir = conn.execute("SELECT pg_catalog.current_setting('data_directory') AS d").fetchone()
+    return PurePosixPath(datadir["d"]).parent / TOOLS_DIRNAME
+
+
+def wanted_settings(cfg: StandbyConfig, conn: psycopg.Connection) -> dict[str, str]:
+    current = setting_values(conn, ["wal_level"])
+    wanted = {
+        "archive_mode": "on",
+        "archive_command": archive_command(
+            cfg.server_python, primary_tools_dir(conn), cfg.archive_dir
+        ),
+        "archive_timeout": str(cfg.archive_timeout_s),
+    }
+    if current.get("wal_level") == "minimal":
+        wanted["wal_level"] = "replica"
+    return wanted
+
+
+def archiving_plan(cfg: StandbyConfig, conn: psycopg.Connection) -> pd.DataFrame:
+    """Per setting: current value, wanted value, whether changing it needs a restart."""
+    wanted = wanted_settings(cfg, conn)
+    current = setting_values(conn, list(wanted))
+    rows = []
+    for name, value in wanted.items():
+        now = current.get(name, "")
+        ok = now == value or (name == "archive_mode" and now == "always")
+        rows.append(
+            {
+                "setting": name,
+                "current": now,
+                "wanted": now if ok else value,
+                "change": not ok,
+                "needs_restart": not ok and name in NEEDS_RESTART,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def archiver_stats(conn: psycopg.Connection) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT archived_count, last_archived_wal, last_archived_time, failed_count,"
+        " last_failed_wal, last_failed_time,"
+        " (failed_count > 0 AND last_failed_time >"
+        "   coalesce(last_archived_time, '-infinity'::timestamptz)) AS failing"
+        " FROM pg_catalog.pg_stat_archiver"
+    ).fetchone()
+    return dict(row)
+
+
+def ensure_runbook_objects(conn: psycopg.Connection) -> None:
+    """The heartbeat row (so an idle primary does not look late) and the failover marker table."""
+    schema = sql.Identifier(SCHEMA)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.heartbeat"
+            " (id int PRIMARY KEY CHECK (id = 1), beat timestamptz NOT NULL)"
+        ).format(schema)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.failover_marker (token text PRIMARY KEY,"
+            " written_at timestamptz NOT NULL DEFAULT now(), note text)"
+        ).format(schema)
+    )
+    write_heartbeat(conn)
+
+
+def write_heartbeat(conn: psycopg.Connection) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.heartbeat (id, beat) VALUES (1, now())"
+            " ON CONFLICT (id) DO UPDATE SET beat = excluded.beat"
+        ).format(sql.Identifier(SCHEMA))
+    )
+
+
+def segment_archived(stats: dict[str, Any], segment: str) -> bool:
+    last = stats["last_archived_wal"] or ""
+    return len(last) >= 24 and last[:24] >= segment and last[:8] == segment[:8]
+
+
+def switch_and_wait_archived(
+    conn: psycopg.Connection, timeout_s: float = ARCHIVE_PROOF_TIMEOUT_S
+) -> dict[str, Any]:
+    """Close the current WAL segment and wait until the archiver has it; raise if it fails."""
+    before = archiver_stats(conn)
+    write_heartbeat(conn)
+    segment = conn.execute(
+        "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) AS s"
+    ).fetchone()["s"]
+    started = time.monotonic()
+    conn.execute("SELECT pg_catalog.pg_switch_wal()")
+
+    def probe() -> dict[str, Any]:
+        return archiver_stats(conn)
+
+    def settled(stats: dict[str, Any]) -> bool:
+        failed_now = stats["failed_count"] > before["failed_count"] and stats["failing"]
+        return segment_archived(stats, segment) or failed_now
+
+    stats = wait_until(
+        probe, settled, what=f"WAL segment {segment} to be archived", timeout_s=timeout_s
+    )
+    if not segment_archived(stats, segment):
+        raise PreconditionError(
+            f"archive_command failed for {stats['last_failed_wal']} at {stats['last_failed_time']} "
+            f"(failed_count {stats['failed_count']}); read the primary's server log, and check "
+            "that the archive directory exists and is writable by the server's OS user"
+        )
+    return {
+        "segment": segment,
+        "archived_as": stats["last_archived_wal"],
+        "seconds": round(time.monotonic() - started, 2),
+        "archived_count": stats["archived_count"],
+        "failed_count": stats["failed_count"],
+    }
+
+
+@dataclass
+class ArchivingResult:
+    status: str
+    settings: pd.DataFrame
+    proof: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        lines = [f"archiving: {self.status}", self.settings.to_string(index=False)]
+        lines.append(
+            f"proof: {self.proof['segment']} archived in {self.proof['seconds']} s "
+            f"(archived_count {self.proof['archived_count']}, failed_count "
+            f"{self.proof['failed_count']})"
+        )
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def _restart_primary(cfg: StandbyConfig, reasons: list[str]) -> None:
+    if not cfg.restart_primary_command:
+        raise PreconditionError(
+            f"{'; '.join(reasons)}: the primary must restart for this; nothing was changed. "
+            "Set restart_primary_command (argv), or set these with ALTER SYSTEM and restart it "
+            "yourself, then re-run this step"
+        )
+    log.warning("restarting the primary: %s", "; ".join(reasons))
+    cfg.primary_os_host.run(list(cfg.restart_primary_command), timeout_s=RESTART_TIMEOUT_S)
+
+
+def _reachable(cfg: StandbyConfig) -> bool:
+    try:
+        with connect(cfg.primary()) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except RunbookError:
+        return False
+
+
+def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
+    """Step 2: ALTER SYSTEM the archive settings (restart only when needed), then prove it works:
+    pg_switch_wal() and pg_stat_archiver advances without failures."""
+    with connect(cfg.primary()) as conn:
+        tools = install_tools(cfg.primary_os_host, primary_tools_dir(conn), cfg.server_python)
+        plan = archiving_plan(cfg, conn)
+        changes = plan[plan["change"]]
+        restart_reasons = [
+            f"{r.setting} {r.current} -> {r.wanted}"
+            for r in changes.itertuples()
+            if r.needs_restart
+        ]
+        if restart_reasons and not cfg.restart_primary_command:
+            _restart_primary(cfg, restart_reasons)  # raises, before any change
+        for r in changes.itertuples():
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                    sql.Identifier(r.setting), sql.Literal(r.wanted)
+                )
+            )
+        if len(changes):
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    if restart_reasons:
+        _restart_primary(cfg, restart_reasons)
+        wait_until(
+            lambda: _reachable(cfg),
+            what="the primary to accept connections again",
+            timeout_s=RESTART_TIMEOUT_S,
+        )
+    with connect(cfg.primary()) as conn:
+        wanted = dict(zip(plan["setting"], plan["wanted"], strict=True))
+        wait_until(
+            lambda: {k: v for k, v in setting_values(conn, list(wanted)).items() if wanted[k] != v},
+            lambda diff: not diff,
+            what="the primary to apply the archive settings (pg_reload_conf)",
+            timeout_s=30,
+        )
+        ensure_runbook_objects(conn)
+        proof = switch_and_wait_archived(conn)
+        settings = archiving_plan(cfg, conn)
+    if not len(changes):
+        status = "already done: archiving was configured"
+    elif restart_reasons:
+        status = f"configured; primary restarted ({'; '.join(restart_reasons)})"
+    else:
+        status = "configured with a reload (no restart needed)"
+    notes = [f"installed {', '.join(tools.changed)} in {tools.directory}"] if tools.changed else []
+    return ArchivingResult(status, settings.drop(columns=["change", "needs_restart"]), proof, notes)

@@ -1,0 +1,181 @@
+"""Step 3: base backup into the standby's data directory, recovery settings for the chosen mode,
+and the standby started."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import pandas as pd
+
+from runbook_lib import pgbin
+from runbook_lib.cluster import server_os_user
+from runbook_lib.connection import connect
+from runbook_lib.errors import PreconditionError, RunbookError
+from runbook_lib.standby.config import StandbyConfig
+from runbook_lib.standby.tools import (
+    archive_cleanup_command,
+    archive_command,
+    install_tools,
+    recovery_end_command,
+    restore_command,
+)
+from runbook_lib.waiting import wait_until
+
+log = logging.getLogger("runbook_lib")
+
+AUTO_CONF = "postgresql.auto.conf"
+MARK = "# runbook warm standby:"
+BACKUP_TIMEOUT_S = 3600
+SIGNALS = {"standby": "standby.signal", "pg_standby": "recovery.signal"}
+
+
+def recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
+    """The standby's settings for its mode (written to postgresql.auto.conf)."""
+    tools = cfg.standby_tools_dir
+    settings = {
+        "port": str(cfg.standby_port),
+        "hot_standby": "on" if cfg.hot_standby else "off",
+        "primary_conninfo": "",  # log shipping only: no streaming
+        "restore_command": restore_command(cfg, tools),
+        # follow the backup's timeline: a .history file left in the archive by an earlier
+        # failover must not lead this standby onto another server's timeline
+        "recovery_target_timeline": "current",
+        # once promoted, the standby archives its own WAL into the same archive
+        "archive_command": archive_command(cfg.server_python, tools, cfg.archive_dir),
+    }
+    if cfg.waiting:
+        # PostgreSQL 15's WAL prefetcher asks for the next segment while the current one is
+        # still being replayed; the waiting restore command would stall replay (REFERENCE.md §2)
+        settings["recovery_prefetch"] = "off"
+        settings["recovery_end_command"] = recovery_end_command(cfg)
+        settings["archive_cleanup_command"] = ""
+    else:
+        settings["wal_retrieve_retry_interval"] = "1s"  # look for the next segment every second
+        settings["archive_cleanup_command"] = (
+            archive_cleanup_command(cfg) if cfg.archive_cleanup else ""
+        )
+        settings["recovery_end_command"] = ""
+    return settings
+
+
+def _conf_value(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def merged_auto_conf(current: str, settings: dict[str, str]) -> str:
+    """postgresql.auto.conf with our settings replacing any earlier line for the same names."""
+    kept = []
+    for line in current.splitlines():
+        name = line.split("=", 1)[0].strip()
+        if line.startswith(MARK) or (name in settings and "=" in line):
+            continue
+        kept.append(line)
+    ours = [f"{MARK} mode settings (written by runbook_lib.standby)"]
+    ours += [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
+    return "\n".join([*kept, *ours]) + "\n"
+
+
+@dataclass
+class BuildResult:
+    status: str
+    settings: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return f"standby: {self.status}\n{self.settings.to_string(index=False)}"
+
+
+def _datadir_state(cfg: StandbyConfig) -> str:
+    host, datadir = cfg.standby_os_host, cfg.standby_datadir
+    if host.exists(datadir / "PG_VERSION"):
+        return "backup"
+    if host.exists(datadir) and host.list_dir(datadir):
+        return "not empty"
+    return "empty"
+
+
+def base_backup(cfg: StandbyConfig) -> None:
+    """pg_basebackup from the primary into standby_datadir, run as the server's OS user."""
+    argv = [
+        pgbin.program("pg_basebackup"),
+        "--pgdata",
+        str(cfg.standby_datadir),
+        "--wal-method",
+        "stream",
+        "--checkpoint",
+        "fast",
+        "--label",
+        "runbook warm standby",
+        "--no-password",
+    ]
+    cfg.standby_os_host.run(
+        argv, user=server_os_user(), env=cfg.primary().libpq_env(), timeout_s=BACKUP_TIMEOUT_S
+    )
+
+
+def write_recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
+    host, datadir = cfg.standby_os_host, PurePosixPath(cfg.standby_datadir)
+    settings = recovery_settings(cfg)
+    auto = datadir / AUTO_CONF
+    current = host.read_text(auto) if host.exists(auto) else ""
+    host.write_text(auto, merged_auto_conf(current, settings), owner=server_os_user(), mode=0o600)
+    other = [s for m, s in SIGNALS.items() if m != cfg.mode]
+    for name in other:
+        if host.exists(datadir / name):
+            raise PreconditionError(
+                f"{datadir / name} exists but mode is {cfg.mode!r}: this data directory was set up "
+                "for the other mode; remove it (and the data directory) to rebuild"
+            )
+    host.write_text(datadir / SIGNALS[cfg.mode], "", owner=server_os_user(), mode=0o600)
+    return settings
+
+
+def in_recovery(cfg: StandbyConfig) -> bool | None:
+    """pg_is_in_recovery() on the standby; None when it does not accept connections (yet)."""
+    try:
+        with connect(cfg.standby("postgres")) as conn:
+            return conn.execute("SELECT pg_catalog.pg_is_in_recovery() AS r").fetchone()["r"]
+    except RunbookError:
+        return None
+
+
+def build_standby(cfg: StandbyConfig) -> BuildResult:
+    """Base backup (unless already there), recovery settings for the mode, start the standby."""
+    cluster = cfg.standby_cluster()
+    state = _datadir_state(cfg)
+    if cluster.is_running():
+        status = "already done: the standby is running"
+    else:
+        if state == "not empty":
+            raise PreconditionError(
+                f"{cfg.standby_datadir} is not empty and holds no data directory; "
+                "empty it (or choose another standby_datadir), then re-run this step"
+            )
+        if cfg.waiting and cfg.standby_os_host.exists(cfg.trigger_file):
+            raise PreconditionError(
+                f"the trigger file {cfg.trigger_file} exists: the standby would promote at once; "
+                "remove it if no failover is wanted, then re-run this step"
+            )
+        install_tools(cfg.standby_os_host, cfg.standby_tools_dir, cfg.server_python)
+        if state == "empty":
+            if cfg.standby_os_host.exists(cfg.standby_datadir):
+                cfg.standby_os_host.remove_tree(cfg.standby_datadir)  # pg_basebackup makes it 0700
+            base_backup(cfg)
+        write_recovery_settings(cfg)
+        cluster.start()
+        status = "base backup taken, standby started" if state == "empty" else "standby started"
+    if cfg.hot_standby:
+        wait_until(
+            lambda: in_recovery(cfg) is not None,
+            what="the standby to accept read-only connections",
+            timeout_s=cfg.replay_timeout_s,
+        )
+        if not in_recovery(cfg) and not status.startswith("already"):
+            raise PreconditionError(
+                "the standby started but is not in recovery: it promoted itself (a stale trigger "
+                f"file {cfg.trigger_file}?); read {cluster.logfile}"
+            )
+    settings = recovery_settings(cfg)
+    table = pd.DataFrame({"setting": list(settings), "value": list(settings.values())})
+    return BuildResult(status, table)

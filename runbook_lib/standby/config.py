@@ -1,0 +1,200 @@
+"""The warm standby runbook's parameters, checked once before anything changes."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runbook_lib.cluster import LocalCluster
+from runbook_lib.connection import Endpoint
+from runbook_lib.errors import ConfigurationError
+from runbook_lib.host import LOCAL, LocalHost
+from runbook_lib.ports import LOOPBACK
+
+MODES = ("standby", "pg_standby")
+TOOLS_DIRNAME = "runbook-tools"
+RESTORE_SCRIPT = "runbook-restore-wal.py"
+ARCHIVE_SCRIPT = "runbook-archive-wal.py"
+SCHEMA = "runbook_standby"  # heartbeat and failover marker tables on the primary
+
+
+@dataclass(frozen=True)
+class StandbyConfig:
+    primary_host: str
+    primary_port: int
+    pgsuperuser: str
+    pgdatabase: str
+    archive_dir: PurePosixPath
+    standby_datadir: PurePosixPath
+    standby_port: int
+    mode: str
+    trigger_file: PurePosixPath
+    archive_timeout_s: int
+    restart_primary_command: tuple[str, ...]
+    hot_standby: bool
+    failover_drill: bool
+    archive_cleanup: bool
+    compare_schemas: tuple[str, ...]
+    server_python: str
+    observe_s: float
+    replay_timeout_s: float
+    promote_timeout_s: float
+    # the notebook runs on the standby's host; the primary's files are reached through its host
+    primary_os_host: LocalHost = field(default=LOCAL, repr=False, compare=False)
+    standby_os_host: LocalHost = field(default=LOCAL, repr=False, compare=False)
+
+    @property
+    def waiting(self) -> bool:
+        """pg_standby mode: recovery.signal and a restore command that waits."""
+        return self.mode == "pg_standby"
+
+    def primary(self, dbname: str | None = None) -> Endpoint:
+        return Endpoint(
+            self.primary_host, self.primary_port, dbname or self.pgdatabase, self.pgsuperuser
+        )
+
+    def standby(self, dbname: str | None = None) -> Endpoint:
+        return Endpoint(LOOPBACK, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser)
+
+    def standby_cluster(self) -> LocalCluster:
+        datadir = Path(self.standby_datadir)
+        return LocalCluster(
+            name="standby",
+            datadir=datadir,
+            port=self.standby_port,
+            logfile=datadir.parent / f"{datadir.name}.log",
+            superuser=self.pgsuperuser,
+            host=self.standby_os_host,
+        )
+
+    @property
+    def standby_tools_dir(self) -> PurePosixPath:
+        return self.standby_datadir.parent / TOOLS_DIRNAME
+
+
+def _absolute(name: str, value: Any) -> PurePosixPath:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(f"{name} must be an absolute path, got {value!r}")
+    path = PurePosixPath(value)
+    if ".." in path.parts or "'" in value:
+        raise ConfigurationError(f"{name} must not contain '..' or quotes, got {value!r}")
+    return path
+
+
+def _port(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigurationError(f"{name} must be a port number 1..65535, got {value!r}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def _name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):  # a command line typed by hand: split it like a shell would
+        value = shlex.split(value)
+    if not isinstance(value, list | tuple) or not all(isinstance(a, str) and a for a in value):
+        raise ConfigurationError(
+            f"restart_primary_command must be a list of arguments (argv), got {value!r}"
+        )
+    return tuple(value)
+
+
+def validate(
+    *,
+    primary_host: str,
+    primary_port: int,
+    pgsuperuser: str,
+    pgdatabase: str,
+    archive_dir: str,
+    standby_datadir: str,
+    standby_port: int,
+    mode: str,
+    trigger_file: str,
+    archive_timeout_s: int,
+    restart_primary_command: list[str] | str | None,
+    hot_standby: bool,
+    failover_drill: bool,
+    archive_cleanup: bool = True,
+    compare_schemas: list[str] | None = None,
+    server_python: str = "/usr/bin/python3",
+    observe_s: float = 15,
+    replay_timeout_s: float = 120,
+    promote_timeout_s: float = 60,
+) -> StandbyConfig:
+    """Check every parameter; raise ConfigurationError (before anything changes) on bad input."""
+    if mode not in MODES:
+        raise ConfigurationError(f"mode must be one of {MODES}, got {mode!r}")
+    if (
+        isinstance(archive_timeout_s, bool)
+        or not isinstance(archive_timeout_s, int)
+        or not (1 <= archive_timeout_s <= 3600)
+    ):
+        raise ConfigurationError(
+            f"archive_timeout_s must be whole seconds 1..3600 (about 60 is usual), got "
+            f"{archive_timeout_s!r}"
+        )
+    schemas = compare_schemas if compare_schemas is not None else ["public"]
+    if not isinstance(schemas, list | tuple) or not all(isinstance(s, str) and s for s in schemas):
+        raise ConfigurationError(f"compare_schemas must be a list of schema names, got {schemas!r}")
+    cfg = StandbyConfig(
+        primary_host=_name("primary_host", primary_host),
+        primary_port=_port("primary_port", primary_port),
+        pgsuperuser=_name("pgsuperuser", pgsuperuser),
+        pgdatabase=_name("pgdatabase", pgdatabase),
+        archive_dir=_absolute("archive_dir", archive_dir),
+        standby_datadir=_absolute("standby_datadir", standby_datadir),
+        standby_port=_port("standby_port", standby_port),
+        mode=mode,
+        trigger_file=_absolute("trigger_file", trigger_file),
+        archive_timeout_s=archive_timeout_s,
+        restart_primary_command=_argv(restart_primary_command),
+        hot_standby=_bool("hot_standby", hot_standby),
+        failover_drill=_bool("failover_drill", failover_drill),
+        archive_cleanup=_bool("archive_cleanup", archive_cleanup),
+        compare_schemas=tuple(schemas),
+        server_python=str(_absolute("server_python", server_python)),
+        observe_s=_positive("observe_s", observe_s),
+        replay_timeout_s=_positive("replay_timeout_s", replay_timeout_s),
+        promote_timeout_s=_positive("promote_timeout_s", promote_timeout_s),
+    )
+    if cfg.failover_drill and not cfg.hot_standby:
+        raise ConfigurationError(
+            "failover_drill needs hot_standby = true: the drill reads the standby's replay "
+            "position before it triggers; turn hot_standby on or the drill off"
+        )
+    inside = (cfg.archive_dir, cfg.standby_datadir)
+    if cfg.archive_dir == cfg.standby_datadir or any(
+        a in b.parents for a in inside for b in inside
+    ):
+        raise ConfigurationError("archive_dir and standby_datadir must not contain one another")
+    if cfg.standby_datadir in cfg.trigger_file.parents:
+        raise ConfigurationError("trigger_file must live outside standby_datadir")
+    return cfg
+
+
+def from_namespace(namespace: dict[str, Any]) -> StandbyConfig:
+    """validate() with the notebook's parameter variables (its globals())."""
+    import inspect
+
+    names = inspect.signature(validate).parameters
+    return validate(**{n: namespace[n] for n in names if n in namespace})
