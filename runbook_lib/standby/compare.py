@@ -11,6 +11,7 @@ from runbook_lib.compare.counts import row_counts
 from runbook_lib.compare.keys import list_tables
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
+from runbook_lib.standby.backup import in_recovery
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.replay import bring_standby_to
 
@@ -42,6 +43,8 @@ def compare_row_counts(cfg: StandbyConfig) -> CountComparison | str:
     """Exact count(*) per table in compare_schemas on both servers (needs hot_standby)."""
     if not cfg.hot_standby:
         return "skipped: hot_standby is off, so the standby cannot be queried"
+    if in_recovery(cfg) is False:
+        return "skipped: the standby has been promoted; it no longer follows the primary"
     with connect(cfg.primary()) as primary:
         replayed = bring_standby_to(cfg, primary)
         tables = list_tables(primary, list(cfg.compare_schemas))
