@@ -8,13 +8,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from runbook_lib import wal_restore
 from runbook_lib.cluster import server_os_user
 from runbook_lib.host import LOCAL, CommandResult
+from runbook_lib.standby.tools import install_tools
 
 SERVER_PYTHON = "/usr/bin/python3"
 SEG = 8192  # a small --segment-size keeps the tests fast; the bench uses real 16 MB segments
@@ -298,22 +299,21 @@ def test_restore_help_exits_0():
     assert "--max-wait" in result.stdout
 
 
-def test_restore_runs_as_server_os_user_from_an_installed_copy(postgres_dir: Path):
-    archive, pg_wal, tools = (
-        postgres_dir / "archive",
-        postgres_dir / "pg_wal",
-        postgres_dir / "tools",
-    )
+def test_restore_runs_as_server_os_user_from_the_installed_tools(postgres_dir: Path):
+    archive, pg_wal = postgres_dir / "archive", postgres_dir / "pg_wal"
     user = server_os_user()
-    for d in (archive, pg_wal, tools):
+    for d in (archive, pg_wal):
         LOCAL.make_dir(d, owner=user, mode=0o755)
-    script = tools / "runbook-restore-wal.py"
-    LOCAL.write_text(script, Path(wal_restore.__file__).read_text(), mode=0o755)
+    tools = install_tools(LOCAL, PurePosixPath(postgres_dir / "tools"), SERVER_PYTHON)
     segment(archive)
-    argv = [SERVER_PYTHON, "-I", "-S", str(script), *opts(archive), SEGMENT, str(pg_wal / "X")]
-    result = LOCAL.run(argv, user=user, check=False)
+    argv = [SERVER_PYTHON, "-I", "-S", str(tools.restore_script), *opts(archive)]
+    result = LOCAL.run([*argv, SEGMENT, str(pg_wal / "X")], user=user, check=False)
     assert result.returncode == 0, result.stderr
     assert (pg_wal / "X").stat().st_size == SEG
+    absent = LOCAL.run(
+        [*argv, "000000010000000000000099", str(pg_wal / "Y")], user=user, check=False
+    )
+    assert absent.returncode == 1
 
 
 def imported_modules(*args: str) -> set[str]:

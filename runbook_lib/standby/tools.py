@@ -15,6 +15,25 @@ from runbook_lib.standby.config import ARCHIVE_SCRIPT, RESTORE_SCRIPT, StandbyCo
 RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command looks again
 
 
+# The commands are installed as a small launcher plus the module it imports: the module is
+# precompiled by the server's python3, so each call skips compiling ~300 lines (about 1-2 ms of
+# the ~13 ms a 16 MB segment costs). A stale or missing .pyc only costs that time again.
+LAUNCHER = """\
+#!{python} -I -S
+\"\"\"{command}: installed by runbook_lib.standby; the code is {module}.py next to this file.\"\"\"
+import sys
+
+sys.path.insert(0, {directory!r})
+from {module} import main
+
+sys.exit(main())
+"""
+COMMANDS = {
+    RESTORE_SCRIPT: ("runbook-restore-wal", "runbook_wal_restore", wal_restore),
+    ARCHIVE_SCRIPT: ("runbook-archive-wal", "runbook_wal_archive", wal_archive),
+}
+
+
 @dataclass(frozen=True)
 class InstalledTools:
     directory: PurePosixPath
@@ -30,7 +49,8 @@ class InstalledTools:
 
 
 def install_tools(host: LocalHost, directory: PurePosixPath, python: str) -> InstalledTools:
-    """Copy both scripts into directory (mode 0755, world-readable); unchanged files stay."""
+    """Install both commands into directory (world-readable, launchers 0755), precompiled by
+    `python`, the interpreter the server runs them with; unchanged files stay."""
     if not host.exists(python):
         raise PreconditionError(
             f"{python} does not exist on {host.name}: the server runs the WAL commands with it; "
@@ -38,12 +58,24 @@ def install_tools(host: LocalHost, directory: PurePosixPath, python: str) -> Ins
         )
     host.make_dir(directory, mode=0o755)
     changed = []
-    for name, module in ((RESTORE_SCRIPT, wal_restore), (ARCHIVE_SCRIPT, wal_archive)):
-        text = Path(module.__file__).read_text()
-        target = directory / name
-        if not host.exists(target) or host.read_text(target) != text:
-            host.write_text(target, text, mode=0o755)
-            changed.append(name)
+    modules = []
+    for launcher, (command, module_name, module) in COMMANDS.items():
+        files = {
+            f"{module_name}.py": (Path(module.__file__).read_text(), 0o644),
+            launcher: (
+                LAUNCHER.format(
+                    python=python, command=command, module=module_name, directory=str(directory)
+                ),
+                0o755,
+            ),
+        }
+        for name, (text, mode) in files.items():
+            target = directory / name
+            if not host.exists(target) or host.read_text(target) != text:
+                host.write_text(target, text, mode=mode)
+                changed.append(name)
+        modules.append(str(directory / f"{module_name}.py"))
+    host.run([python, "-I", "-m", "py_compile", *modules])
     return InstalledTools(directory, changed)
 
 
