@@ -104,15 +104,19 @@ def _uri(e: Endpoint) -> str:
 
 def reladiff(a: Endpoint, b: Endpoint) -> tuple[float, int] | str:
     try:
-        from reladiff import connect_to_table, diff_tables
+        from reladiff import connect, connect_to_table, diff_tables
     except ImportError as exc:
         return f"not installed ({exc}); .venv/bin/pip install -e '.[bench]'"
-    try:
-        t1 = connect_to_table(_uri(a), "t", "id", thread_count=2, extra_columns=COLUMNS)
-        t2 = connect_to_table(_uri(b), "t", "id", thread_count=2, extra_columns=COLUMNS)
+    dbs = []
+    try:  # fresh connections: reladiff caches them by URI, and each size recreates the database
+        dbs = [connect(_uri(e), thread_count=2, shared=False) for e in (a, b)]
+        t1, t2 = (connect_to_table(db, "t", "id", extra_columns=COLUMNS) for db in dbs)
         seconds, diffs = _timed(lambda: list(diff_tables(t1, t2, max_threadpool_size=2)))
     except Exception as exc:  # report the failure, keep the other numbers
         return f"failed: {type(exc).__name__}: {exc}"
+    finally:
+        for db in dbs:
+            db.close()
     return seconds, len({d[1][0] for d in diffs})
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from runbook_lib.compare.fingerprint import Key, Range, TableSQL, key_of
 from runbook_lib.compare.session import Side
 
-FANOUT = 16  # sub-ranges per split
-DOWNLOAD_ROWS = 1000  # at most this many rows per side: fetch (key, hash) and merge
+FANOUT = 16  # sub-ranges per split at least (composite keys: exactly; cut by a CASE chain)
+MAX_FANOUT = 64  # single-column keys: enough sub-ranges to reach DOWNLOAD_ROWS in one split
+DOWNLOAD_ROWS = 2000  # at most this many rows per side: fetch (key, hash) and merge
 
 Both = Callable[[Callable[[], Any], Callable[[], Any]], tuple[Any, Any]]
 
@@ -82,8 +83,10 @@ class Driller:
         if max(na, nb) <= DOWNLOAD_ROWS:
             return self._merge(rng, found)
         side, table_sql = (self.side_a, self.sql_a) if na >= nb else (self.side_b, self.sql_b)
-        step = math.ceil(max(na, nb) / FANOUT)
         width = len(table_sql.info.key)
+        rows = max(na, nb)
+        fanout = FANOUT if width > 1 else min(MAX_FANOUT, max(FANOUT, -(-rows // DOWNLOAD_ROWS)))
+        step = math.ceil(rows / fanout)
         cuts = [key_of(r, width) for r in self._run(side, table_sql.quantiles(rng, step))]
         cuts = [c for c in cuts if c != rng.lo]
         if not cuts:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from runbook_lib.compare.diff import Driller, Finding, kind
 from runbook_lib.compare.keys import list_tables, load_table
 from runbook_lib.compare.names import parse_table_name, qualified
-from runbook_lib.compare.parallel import on_both
+from runbook_lib.compare.parallel import BothSides
 from runbook_lib.compare.plan import CHUNK_ROWS, TablePair, pair_tables, plan_chunks
 from runbook_lib.compare.result import Comparison
 from runbook_lib.compare.session import Side, open_sides
@@ -125,28 +125,27 @@ def compare_databases(
     labels = _validate(max_keys, labels)
     side_a, side_b = open_sides(labels, a, b)
     try:
-        return _compare(
-            side_a,
-            side_b,
-            tables,
-            schemas,
-            portable,
-            max_keys,
-            settle,
-            labels,
-            progress,
-            chunk_rows,
-        )
+        with BothSides() as both:
+            run = _Run(side_a, side_b, both, max_keys)
+            return _compare(run, tables, schemas, portable, settle, labels, progress, chunk_rows)
     finally:
         side_a.close()
         side_b.close()
 
 
-def _compare(side_a, side_b, tables, schemas, portable, max_keys, settle, labels, progress,
-             chunk_rows) -> Comparison:  # fmt: skip
+@dataclass
+class _Run:
+    side_a: Side
+    side_b: Side
+    both: BothSides
+    max_keys: int
+
+
+def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chunk_rows):
+    side_a, side_b, both = run.side_a, run.side_b, run.both
     fast = not portable and side_a.major == side_b.major
     names = _table_names(side_a, side_b, tables, schemas)
-    infos = on_both(
+    infos = both(
         lambda: [load_table(side_a.conn, *n) for n in names],
         lambda: [load_table(side_b.conn, *n) for n in names],
     )
@@ -166,7 +165,7 @@ def _compare(side_a, side_b, tables, schemas, portable, max_keys, settle, labels
 
     bar = _Progress(sum(len(s.pair.chunks) for s in both_present), progress)
     try:
-        read_a, read_b = on_both(
+        read_a, read_b = both(
             lambda: _fingerprint_all(side_a, 0, both_present, bar),
             lambda: _fingerprint_all(side_b, 1, both_present, bar),
         )
@@ -176,47 +175,46 @@ def _compare(side_a, side_b, tables, schemas, portable, max_keys, settle, labels
 
     for state in both_present:
         state.refresh_rows()
-        state.mismatched = [
-            i for i, (x, y) in enumerate(zip(state.prints_a, state.prints_b, strict=True)) if x != y
-        ]
-        _drill(state, side_a, side_b, max_keys, state.mismatched)
+        pairs = zip(state.prints_a, state.prints_b, strict=True)
+        state.mismatched = [i for i, (x, y) in enumerate(pairs) if x != y]
+        _drill(run, state, state.mismatched)
 
     unsettled = [s for s in both_present if s.mismatched]
     if settle is not None and unsettled:
         settle()
         read_at["settled"] = {labels[0]: side_a.now(), labels[1]: side_b.now()}
         for state in unsettled:
-            _recheck(state, side_a, side_b, max_keys)
+            _recheck(run, state)
 
     _count_missing(states, side_a, side_b)
     return _result(states, read_at, labels, fast)
 
 
-def _driller(state: TableState, side_a: Side, side_b: Side) -> Driller:
+def _driller(run: _Run, state: TableState) -> Driller:
     assert state.pair.sql_a and state.pair.sql_b
-    return Driller(side_a, side_b, state.pair.sql_a, state.pair.sql_b, on_both)
+    return Driller(run.side_a, run.side_b, state.pair.sql_a, state.pair.sql_b, run.both)
 
 
-def _drill(state: TableState, side_a: Side, side_b: Side, max_keys: int, chunks: list[int]) -> None:
+def _drill(run: _Run, state: TableState, chunks: list[int]) -> None:
     if state.found is None:
-        state.found = Finding(max_keys)
+        state.found = Finding(run.max_keys)
     if not state.pair.keyed:
         state.incomplete.update(chunks)
         return
-    driller = _driller(state, side_a, side_b)
+    driller = _driller(run, state)
     for i in chunks:
         na, nb = state.prints_a[i][0], state.prints_b[i][0]
         if not driller.drill(state.pair.chunks[i], na, nb, state.found):
             state.incomplete.add(i)
 
 
-def _recheck(state: TableState, side_a: Side, side_b: Side, max_keys: int) -> None:
+def _recheck(run: _Run, state: TableState) -> None:
     """After settle: keep the keys that still differ, re-fingerprint the chunks that differed,
     and list the ones the cap had left unlisted. New differences in listed chunks are in flight."""
-    driller = _driller(state, side_a, side_b)
+    driller = _driller(run, state)
     before = list(state.found.rows) if state.found else []
     unlisted = state.incomplete
-    state.found, state.incomplete, state.settled = Finding(max_keys), set(), True
+    state.found, state.incomplete, state.settled = Finding(run.max_keys), set(), True
     if before:
         for key, hashes in driller.recheck(before).items():
             state.found.add(key, *hashes)
@@ -227,7 +225,7 @@ def _recheck(state: TableState, side_a: Side, side_b: Side, max_keys: int) -> No
             still.append(i)
     state.refresh_rows()
     state.mismatched = still
-    _drill(state, side_a, side_b, max_keys, [i for i in still if i in unlisted])
+    _drill(run, state, [i for i in still if i in unlisted])
 
 
 def _count_missing(states: list[TableState], side_a: Side, side_b: Side) -> None:
@@ -235,11 +233,13 @@ def _count_missing(states: list[TableState], side_a: Side, side_b: Side) -> None
     from psycopg import sql
 
     for state in states:
+        if state.pair.a is not None and state.pair.b is not None:
+            continue
         for info, side, attr in (
             (state.pair.a, side_a, "rows_a"),
             (state.pair.b, side_b, "rows_b"),
         ):
-            if info is not None and (state.pair.a is None or state.pair.b is None):
+            if info is not None:
                 only = sql.SQL("ONLY ") if info.relkind == "r" else sql.SQL("")
                 query = sql.SQL("SELECT count(*) AS n FROM {}{}").format(
                     only, sql.Identifier(info.schema, info.name)

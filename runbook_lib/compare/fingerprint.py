@@ -95,11 +95,17 @@ class TableSQL:
     def _key_order(self) -> sql.Composable:
         return sql.SQL(", ").join(self._col(k) for k in self.info.key)
 
-    def _literal_key(self, key: Key, params: list) -> sql.Composable:
+    def _literal_key(self, key: Key, params: list | None) -> sql.Composable:
+        """A key value cast to the key's type: bound when `params` is a list, else inlined
+        (quoted by sql.Literal) so the planner folds it into a constant."""
         parts = []
         for name, value in zip(self.info.key, key, strict=True):
+            cast = sql.SQL(self.info.column(name).type)
+            if params is None:
+                parts.append(sql.SQL("{}::{}").format(sql.Literal(value), cast))
+                continue
             params.append(value)
-            parts.append(sql.SQL("%s::{}").format(sql.SQL(self.info.column(name).type)))
+            parts.append(sql.SQL("%s::{}").format(cast))
         if len(parts) == 1:
             return parts[0]
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
@@ -124,16 +130,17 @@ class TableSQL:
 
     def buckets(self, rng: Range, bounds: Sequence[Key]) -> tuple[sql.Composable, list]:
         """Fingerprints of the ranges cut at `bounds`; bucket i: bounds[i-1] <= k < bounds[i]."""
+        # cut points inlined: a bound ARRAY[$1, ...] under a generic plan is rebuilt per row
         params: list = []
         if len(self.info.key) == 1:
             array = sql.SQL("ARRAY[{}]").format(
-                sql.SQL(", ").join(self._literal_key(b, params) for b in bounds)
+                sql.SQL(", ").join(self._literal_key(b, None) for b in bounds)
             )
             bucket = sql.SQL("pg_catalog.width_bucket({}, {})").format(self._key_expr(), array)
         else:
             whens = [
                 sql.SQL("WHEN {} < {} THEN {}").format(
-                    self._key_expr(), self._literal_key(b, params), sql.Literal(i)
+                    self._key_expr(), self._literal_key(b, None), sql.Literal(i)
                 )
                 for i, b in enumerate(bounds)
             ]

@@ -107,8 +107,11 @@ def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | 
     """The table's shape on this side, or None when it does not exist there."""
     rel = conn.execute(
         "SELECT c.oid, c.relkind, c.reltuples, "
-        "  pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int "
-        "    AS pages "
+        "  CASE WHEN c.relkind = 'p' "
+        "    THEN (SELECT coalesce(sum(pg_catalog.pg_relation_size(p.relid)), 0) "
+        "          FROM pg_catalog.pg_partition_tree(c.oid) p) "
+        "    ELSE pg_catalog.pg_relation_size(c.oid) END "
+        "  / pg_catalog.current_setting('block_size')::int AS pages "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
         [schema, name],
@@ -118,7 +121,8 @@ def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | 
     cols = conn.execute(
         "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
         "  a.atttypmod AS typmod, a.attnotnull, "
-        "  CASE WHEN a.attcollation <> 0 THEN a.attcollation::regcollation::text END AS coll, "
+        "  (SELECT co.collname FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation) "
+        "    AS coll, "
         "  bn.nspname AS base_nsp, b.typname AS base_type, "
         "  en.nspname AS elem_nsp, e.typname AS elem_type "
         "FROM pg_catalog.pg_attribute a "
