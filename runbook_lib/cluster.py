@@ -99,6 +99,16 @@ class LocalCluster:
         )
         self.port = port
 
+    def require_passwords(self) -> None:
+        """Make every TCP connection (replication too) authenticate with scram-sha-256."""
+        hba = (
+            f"host all all {LOOPBACK}/32 scram-sha-256\n"
+            f"host replication all {LOOPBACK}/32 scram-sha-256\n"
+        )
+        self.host.write_text(self.datadir / "pg_hba.conf", hba, owner=server_os_user(), mode=0o600)
+        if self.is_running():
+            self._pg_ctl("reload")
+
     def pid(self) -> int | None:
         """The postmaster's pid when it is running, else None."""
         pidfile = self.datadir / "postmaster.pid"
