@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,17 @@ from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.lab.workload import read_ledger, verify_ledger
 from runbook_lib.standby.archiving import archiver_stats, switch_and_wait_archived
 from runbook_lib.standby.drill import MARKER_NOTE
+
+
+@pytest.fixture(autouse=True)
+def keep_standby_log(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The standby's log lives next to its data directory; copy it into the lab's logs/ (kept by
+    the lab fixture when a test fails)."""
+    yield
+    for lab in request.getfixturevalue("lab_factory").labs:
+        log = lab.standby_datadir.parent / f"{lab.standby_datadir.name}.log"
+        if log.exists():
+            shutil.copyfile(log, lab.root / "logs" / "standby.log")
 
 
 def start_workload(lab_root: Path, ledger: Path, log: Path):
@@ -126,6 +139,7 @@ def test_unwritable_archive_fails_the_proof_and_shows_in_status(lab_factory):
         assert any("archiving is FAILING" in p for p in health.problems), health.problems
         assert "FAILING" in repr(health)
         assert bool(health.primary["failing"].iloc[0])
+        assert health.plot().axes, "the lag plot is drawn even with the standby absent"
     finally:
         os.chmod(lab.archive_dir, 0o700)
     with connect(cfg.primary()) as conn:
