@@ -452,3 +452,52 @@ def test_bad_arguments_raise_configuration_error(pair):
     with pytest.raises(ConfigurationError, match="cannot read connection string") as exc:
         endpoint_from_conninfo("host='db1 password=s3cr3t")
     assert "s3cr3t" not in str(exc.value)
+
+
+def test_partitioned_table_is_compared_whole_and_its_partitions_are_not_listed(pair):
+    both(pair, """
+        CREATE SCHEMA parts;
+        CREATE TABLE parts.events (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+        CREATE TABLE parts.events_low PARTITION OF parts.events FOR VALUES FROM (0) TO (5000);
+        CREATE TABLE parts.events_high PARTITION OF parts.events FOR VALUES FROM (5000) TO (20000);
+        INSERT INTO parts.events SELECT g, 'v' || g FROM generate_series(1, 12000) g;
+    """)  # fmt: skip
+    run(pair[1], "UPDATE parts.events SET v = 'x' WHERE id = 7000")
+    assert list_tables(pair[0], ["parts"]) == ["parts.events"]
+    result = compare(pair, "parts", chunk_rows=3000)
+    assert found(result) == {("parts.events", "7000", "different")}
+    assert result.summary.iloc[0]["rows_here"] == 12000
+    assert result.summary.iloc[0]["chunks"] > 1
+
+
+def test_a_role_that_may_only_select_can_compare(pair):
+    """Read-only: no writes, no temporary tables (the role may create neither)."""
+    both(pair, """
+        CREATE SCHEMA ro;
+        CREATE TABLE ro.t (id int PRIMARY KEY, v text);
+        INSERT INTO ro.t SELECT g, 'v' || g FROM generate_series(1, 5000) g;
+    """)  # fmt: skip
+    run(pair[1], "DELETE FROM ro.t WHERE id = 4321")
+    for endpoint in pair:
+        run(endpoint, "DROP ROLE IF EXISTS cmp_reader; CREATE ROLE cmp_reader LOGIN; "
+            f"REVOKE TEMPORARY ON DATABASE {endpoint.dbname} FROM PUBLIC; "
+            "GRANT USAGE ON SCHEMA ro TO cmp_reader; "
+            "GRANT SELECT ON ro.t TO cmp_reader")  # fmt: skip
+    readers = tuple(Endpoint(e.host, e.port, e.dbname, "cmp_reader") for e in pair)
+    try:
+        result = compare(readers, "ro", chunk_rows=1000)
+        assert found(result) == {("ro.t", "4321", "missing there")}
+    finally:
+        for endpoint in pair:
+            run(endpoint, "DROP OWNED BY cmp_reader; DROP ROLE cmp_reader; "
+                f"GRANT TEMPORARY ON DATABASE {endpoint.dbname} TO PUBLIC")  # fmt: skip
+
+
+def test_progress_bar_counts_chunks(pair, capsys):
+    both(pair, "CREATE SCHEMA bar; CREATE TABLE bar.t (id int PRIMARY KEY)")
+    both(pair, "INSERT INTO bar.t SELECT generate_series(1, 20000)")
+    result = compare_databases(*pair, schemas=("bar",), progress=True, chunk_rows=2000)
+    assert result.identical
+    chunks = int(result.summary.iloc[0]["chunks"])
+    assert chunks > 3
+    assert f"{chunks}/{chunks}" in capsys.readouterr().err
