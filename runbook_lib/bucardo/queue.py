@@ -112,6 +112,7 @@ class SyncState:
         return (
             f"pending={self.pending} before_mark={self.pending_before_mark} "
             f"stage={self.stage_rows} running={self.running} last={self.last_status!r}"
+            + (f" FAILED: {self.last_details!r}" if self.last_bad else "")
         )
 
 
