@@ -438,6 +438,10 @@ def test_endpoint_from_a_service_name_uses_the_service(tmp_path, monkeypatch, pa
     monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "pg_service.conf"))
     endpoint = endpoint_from_conninfo("cmp_here")
     assert "service=cmp_here" in str(endpoint)
+    assert endpoint.libpq_env() == {"PGSERVICE": "cmp_here"}
+    with_password = endpoint_from_conninfo("service=cmp_here password=s3cr3t sslmode=disable")
+    assert with_password.libpq_env()["PGPASSWORD"] == "s3cr3t"  # env only, never argv or str
+    assert "s3cr3t" not in str(with_password) + repr(with_password)
     with connect(endpoint) as conn:
         assert conn.execute("SELECT current_database() AS d").fetchone() == {"d": DB_A}
 

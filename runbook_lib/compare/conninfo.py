@@ -27,6 +27,14 @@ class ConninfoEndpoint(Endpoint):
     def conninfo_kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
+    def libpq_env(self) -> dict[str, str]:
+        """The connection string as libpq environment variables (for pg_dump, psql, ...);
+        a password, if the string had one, goes to PGPASSWORD, never to an argv."""
+        env = {_ENV[k]: v for k, v in self.params if k in _ENV}
+        if "service" not in dict(self.params):  # without a service, pin the resolved parts
+            env = super().libpq_env() | env
+        return env
+
     def with_dbname(self, dbname: str) -> ConninfoEndpoint:
         params = tuple((k, v) for k, v in self.params if k != "dbname") + (("dbname", dbname),)
         return ConninfoEndpoint(self.host, self.port, dbname, self.user, {}, params)
@@ -38,6 +46,16 @@ class ConninfoEndpoint(Endpoint):
 
     def __repr__(self) -> str:
         return f"ConninfoEndpoint({self})"
+
+
+_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE",
+    "user": "PGUSER", "password": "PGPASSWORD", "passfile": "PGPASSFILE",
+    "service": "PGSERVICE", "options": "PGOPTIONS", "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslrootcert": "PGSSLROOTCERT", "target_session_attrs":
+    "PGTARGETSESSIONATTRS",
+}  # fmt: skip
 
 
 def endpoint_from_conninfo(conninfo: str) -> ConninfoEndpoint:
