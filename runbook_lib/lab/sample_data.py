@@ -85,7 +85,7 @@ SELECT 'widget-' || g,
 FROM generate_series(1, 25000 * {n}) g;
 
 INSERT INTO public.bar (foo_id, amount, attributes, updated_at)
-SELECT 1 + (g * 7919) % (25000 * {n}),
+SELECT (1 + (g::bigint * 7919) % (25000 * {n}))::integer,
        CASE WHEN g % 13 = 0 THEN NULL ELSE round((g % 100000) / 7.0, 2) END,
        jsonb_build_object('color', (ARRAY['red', 'green', 'blue'])[1 + g % 3],
                           'weight', g % 500, 'tags', jsonb_build_array('t' || g % 10, 'x')),
