@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -171,7 +172,6 @@ def test_workload_command_stops_cleanly_on_sigterm_and_writes_its_ledger(shared_
         text=True,
     )
     assert proc.stdout.readline().startswith("ledger:")
-    import time
 
     time.sleep(1.5)
     proc.terminate()
@@ -188,3 +188,27 @@ def test_lab_servers_listen_on_loopback_only(shared_lab):
         host="127.0.0.1", port=shared_lab.ports["here"], user="postgres", dbname="postgres"
     ) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+
+
+def test_workload_survives_a_restart_of_its_server_and_its_ledger_still_verifies(
+    shared_lab, tmp_path
+):
+    import threading
+
+    endpoint = shared_lab.endpoint("primary", sample_data.SAMPLE_DBNAME)
+    ledger = tmp_path / "restart-ledger.jsonl"
+    result = {}
+    writer = threading.Thread(
+        target=lambda: result.update(
+            summary=workload.run_workload(endpoint, ledger, seconds=6, rate=40, seed=11)
+        )
+    )
+    writer.start()
+    time.sleep(1.5)
+    shared_lab.cluster("primary").restart()
+    writer.join(timeout=60)
+    summary = result["summary"]
+    entries = list(workload.read_ledger(ledger))
+    assert summary.committed > 100
+    assert entries[-1]["op"] != "in_doubt"  # it went on writing after the restart
+    assert workload.verify_ledger(endpoint, ledger).empty

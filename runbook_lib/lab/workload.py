@@ -3,8 +3,9 @@
 Inserts, updates, deletes and primary-key changes, one per transaction, at a steady rate. Each
 change writes a unique token into a tracked column and appends a ledger line *after* its commit,
 so replaying the ledger gives the state every touched key must have on any faithful copy.
-A change whose commit outcome is unknown (connection lost) is recorded as in doubt and its keys
-are not checked.
+A change whose commit outcome is unknown (connection lost mid-change) is recorded as in doubt
+with the keys it touched; those keys are not checked unless a later certain change sets them
+again. A server that cannot be reached is waited for (nothing was attempted, nothing in doubt).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from runbook_lib.connection import Endpoint, connect
+from runbook_lib.errors import PreconditionError
 
 RECONNECT_PAUSE_S = 0.5
 
@@ -79,6 +82,7 @@ class _Workload:
         conn = self.connection()
         tok = self.token()
         choice = self.rng.random()
+        self.touching: tuple[str, list[Any]] = (FOO.name, [])
         if choice < 0.35 or not self.inserted_foo:
             row = conn.execute(
                 "INSERT INTO public.foo (name, note) VALUES (%s, %s) RETURNING id", ["wl", tok]
@@ -91,16 +95,19 @@ class _Workload:
                 if self.rng.random() < 0.5
                 else self.rng.randint(1, 25000)
             )
+            self.touching = (FOO.name, [key])
             row = conn.execute(
                 "UPDATE public.foo SET note = %s WHERE id = %s RETURNING id", [tok, key]
             ).fetchone()
             return {"table": FOO.name, "op": "update", "key": key, "token": tok} if row else None
         if choice < 0.65:
             key = self.inserted_foo.pop(self.rng.randrange(len(self.inserted_foo)))
+            self.touching = (FOO.name, [key])
             conn.execute("DELETE FROM public.foo WHERE id = %s", [key])
             return {"table": FOO.name, "op": "delete", "key": key, "token": None}
         if choice < 0.80:
             key = self.rng.randint(1, 25000)
+            self.touching = (BAR.name, [key])
             row = conn.execute(
                 "UPDATE public.bar"
                 " SET attributes = attributes || jsonb_build_object('wl', %s::text),"
@@ -110,6 +117,7 @@ class _Workload:
             return {"table": BAR.name, "op": "update", "key": key, "token": tok} if row else None
         if choice < 0.88 or not self.own_skus:
             sku = f"WL-{self.run_id}-{self.seq}"
+            self.touching = (SKU.name, [sku])
             conn.execute(
                 "INSERT INTO public.sku_catalog (sku, description, price) VALUES (%s, %s, 1)",
                 [sku, tok],
@@ -122,6 +130,7 @@ class _Workload:
         else:
             old = f"SKU-{self.rng.randint(1, 5000):05d}"
         new = f"{old}~{self.seq}"
+        self.touching = (SKU.name, [old, new])
         row = conn.execute(
             "UPDATE public.sku_catalog SET sku = %s, description = %s WHERE sku = %s RETURNING sku",
             [new, tok, old],
@@ -142,7 +151,10 @@ class _Workload:
         def request_stop(signum: int, frame: Any) -> None:
             stop["now"] = True
 
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        # signals can only be caught in the main thread; a thread is stopped by `seconds`
+        in_main = threading.current_thread() is threading.main_thread()
+        stops = (signal.SIGTERM, signal.SIGINT) if in_main else ()
+        previous = {s: signal.signal(s, request_stop) for s in stops}
         started = time.monotonic()
         period = 1.0 / rate
         try:
@@ -151,10 +163,24 @@ class _Workload:
                 while not stop["now"] and (seconds <= 0 or time.monotonic() - started < seconds):
                     self.seq += 1
                     try:
+                        self.connection()
+                    except PreconditionError:
+                        time.sleep(RECONNECT_PAUSE_S)  # server down: nothing attempted
+                        continue
+                    try:
                         entry = self.one_change()
                     except psycopg.OperationalError as exc:
                         self.in_doubt += 1
-                        self.record(ledger, {"op": "in_doubt", "error": str(exc).strip()[:200]})
+                        table, keys = self.touching
+                        self.record(
+                            ledger,
+                            {
+                                "op": "in_doubt",
+                                "table": table,
+                                "keys": keys,
+                                "error": str(exc).strip()[:200],
+                            },
+                        )
                         self.conn = None
                         time.sleep(RECONNECT_PAUSE_S)
                         continue
@@ -190,34 +216,25 @@ def read_ledger(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+_IN_DOUBT = object()
+
+
 def expected_state(path: Path) -> dict[str, dict[Any, str | None]]:
     """Per table, each touched key's last token (None: the key must be absent)."""
-    state: dict[str, dict[Any, str | None]] = {name: {} for name in TRACKED}
-    doubtful = False
+    state: dict[str, dict[Any, Any]] = {name: {} for name in TRACKED}
     for entry in read_ledger(path):
-        if entry["op"] == "in_doubt":
-            doubtful = True
-            continue
         table = state[entry["table"]]
+        if entry["op"] == "in_doubt":
+            for key in entry["keys"]:
+                table[key] = _IN_DOUBT
+            continue
         if entry["op"] == "rekey":
             table[entry["old_key"]] = None
         table[entry["key"]] = entry["token"]
-    if doubtful:
-        _drop_doubtful_keys(path, state)
-    return state
-
-
-def _drop_doubtful_keys(path: Path, state: dict[str, dict[Any, str | None]]) -> None:
-    # An in-doubt change may have touched any key the workload knew; only keys whose last
-    # recorded change came after every in-doubt entry are certain.
-    last_doubt = max(e["seq"] for e in read_ledger(path) if e["op"] == "in_doubt")
-    certain: dict[str, set[Any]] = {name: set() for name in TRACKED}
-    for e in read_ledger(path):
-        if e["op"] != "in_doubt" and e["seq"] > last_doubt:
-            certain[e["table"]].update({e["key"], e.get("old_key")})
-    for name, table in state.items():
-        for key in [k for k in table if k not in certain[name]]:
-            del table[key]
+    return {
+        name: {k: v for k, v in table.items() if v is not _IN_DOUBT}
+        for name, table in state.items()
+    }
 
 
 def verify_ledger(endpoint: Endpoint, path: Path) -> pd.DataFrame:
