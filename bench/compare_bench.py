@@ -9,7 +9,8 @@ For each size N: two servers of a lab (`here`, `there`) hold the same N-row, fiv
 - limit: one fingerprint scan per server over the whole table, both at once (same row hash as
   the engine, one backend per server: the least reading a proof of equality can do); it and the
   engine on identical tables are timed best of 3, everything else once;
-- engine on identical tables; reladiff (hashdiff over all columns) when installed;
+- engine on identical tables (and once on its portable md5 path); reladiff (hashdiff over all
+  columns, two threads per database) when installed;
 - 100 scattered differences (34 updated, 33 deleted, 33 inserted on `there`): the engine must
   report exactly those keys; reladiff's time and count too;
 - peak Python memory (tracemalloc) of the engine, which must not grow with N.
@@ -161,6 +162,11 @@ def run_size(a0: Endpoint, b0: Endpoint, rows: int, with_reladiff: bool) -> dict
     seconds, result = engine(a, b)
     assert result.identical, result.summary
     print(f"engine, identical                              {_ratio(seconds, base)}")
+    portable_s, result = _timed(
+        lambda: compare_databases(a, b, tables=["public.t"], progress=False, portable=True)
+    )
+    assert result.identical, result.summary
+    print(f"engine --portable (md5 of text), identical     {_ratio(portable_s, base)}")
     peak = engine_peak_memory(a, b)
     print(f"engine peak Python memory (tracemalloc)         {peak / 1e6:6.2f} MB")
     out = {"rows": rows, "limit": base, "engine": seconds, "peak_mb": peak / 1e6}

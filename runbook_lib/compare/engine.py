@@ -272,6 +272,12 @@ def _result(
                 {"table": pair.name, "key": _key_text(key), "kind": kind(ha, hb, labels)}
             )
         info = pair.sql_a.info if pair.sql_a else None
+        notes = list(pair.notes)
+        if pair.keyed and state.mismatched and not keys and not state.incomplete:
+            notes.append(
+                "chunks differed but no differing row was left when drilled: rows changed "
+                "while being read; compare a quiesced pair (settle=)"
+            )
         method = "hash_record_extended" if fast else "md5 of text"
         summary_rows.append(
             {
@@ -286,7 +292,7 @@ def _result(
                 "example_keys": ", ".join(_key_text(k) for k, _ in keys[:EXAMPLE_KEYS_SHOWN]),
                 "key": (", ".join(info.key) + f" ({info.key_source})") if info and info.key else "",
                 "method": "" if info is None else method,
-                "note": "; ".join(pair.notes),
+                "note": "; ".join(notes),
             }
         )
     summary = pd.DataFrame(summary_rows, columns=_SUMMARY_COLUMNS(la, lb))
