@@ -75,6 +75,8 @@ class LocalHost:
     ) -> CommandResult:
         """Run argv (never a shell string); raise CommandFailed on a non-zero exit."""
         full = self.as_user(argv, user)
+        if cwd is None and full[0] == "runuser":
+            cwd = "/"  # our working directory may be closed to the other user
         log.info("run: %s", display_command(full))
         proc = subprocess.run(
             full,
