@@ -30,7 +30,9 @@ server_python: str = "/usr/bin/python3"  # interpreter the servers run the WAL c
 observe_s: int = 30  # status: seconds of lag observation (heartbeat every second)
 replay_timeout_s: int = 300  # how long to wait for a segment to be archived and replayed
 promote_timeout_s: int = 60  # how long the promoted standby may take to accept writes
-"""
+dry_run: bool = False  # run read-only steps; show the commands and SQL of changing steps instead of running them
+interactive: bool = True  # JupyterLab: confirm each changing step in the step panel (runbook run sets False)
+"""  # noqa: E501 (the contract's exact text for dry_run and interactive)
 
 CELLS = [
     (
@@ -59,12 +61,26 @@ CELLS = [
     ("code", "from runbook_lib import standby\n\ncfg = standby.from_namespace(globals())\ncfg"),
     (
         "md",
+        "## Steps\nEvery step below is one `runbook.run(...)` call; the panel shows each step's "
+        "state and duration. In JupyterLab (`interactive`) a step that changes a server runs "
+        "only once confirmed in the panel (its button, or tick the confirmation and re-run the "
+        "cell). With `dry_run` the read-only steps run and the changing ones (2, 3, 6) show "
+        "the exact commands and SQL they would run instead; nothing is changed.",
+    ),
+    (
+        "code",
+        "from runbook_lib.panel import step_panel\n\n"
+        "runbook = standby.make_runbook(cfg, dry_run=dry_run, interactive=interactive)\n"
+        "step_panel(runbook)",
+    ),
+    (
+        "md",
         "## 1. Preflight (read-only)\nThe primary reachable as a superuser, its `wal_level` and "
         "archive settings (and whether step 2 must **restart** it: changing `archive_mode` "
         "needs a restart, done with `restart_primary_command`), free space for the archive "
         "and the standby, the standby port free, the standby data directory absent or empty.",
     ),
-    ("code", "standby.preflight(cfg)"),
+    ("code", 'runbook.run("preflight")'),
     (
         "md",
         "## 2. Archiving on the primary\n`runbook-archive-wal` is installed next to the "
@@ -74,7 +90,7 @@ CELLS = [
         "`pg_switch_wal()` and `pg_stat_archiver` must show that segment archived without a "
         "failure. A heartbeat row and a marker table are created in schema `runbook_standby`.",
     ),
-    ("code", "standby.configure_archiving(cfg)"),
+    ("code", 'runbook.run("configure_archiving")'),
     (
         "md",
         "## 3. Base backup and recovery settings\n`pg_basebackup` into `standby_datadir`, "
@@ -85,7 +101,7 @@ CELLS = [
         "the next recovery at once). Cleanup is on only with `archive_cleanup`: use it only "
         "when this archive serves this standby alone. Then the standby is started.",
     ),
-    ("code", "standby.build_standby(cfg)"),
+    ("code", 'runbook.run("build_standby")'),
     (
         "md",
         "## 4. Status\nOn the primary: archiver counters and failures, segments waiting to be "
@@ -94,8 +110,8 @@ CELLS = [
         "does not look late). Problems, such as a failing `archive_command`, are listed first. "
         "Replay lag should stay within `archive_timeout_s` plus a few seconds.",
     ),
-    ("code", "health = standby.status(cfg)\nhealth"),
-    ("code", "health.plot()"),
+    ("code", 'runbook.run("status")'),
+    ("code", "standby.lag_plot(runbook)"),
     (
         "md",
         "## 5. Compare\nThe standby is brought up to the primary's current LSN (WAL switch, "
@@ -103,7 +119,7 @@ CELLS = [
         "On an idle primary a difference fails this cell; while the primary takes writes, "
         "counts may differ by the rows written after that LSN.",
     ),
-    ("code", "standby.compare_row_counts(cfg)"),
+    ("code", 'runbook.run("compare")'),
     (
         "md",
         "## 6. Failover drill\nOnly with `failover_drill`. A marker row is written on the "
@@ -113,7 +129,7 @@ CELLS = [
         "present, a write accepted. The time from trigger to read-write is reported. The old "
         "primary keeps running: point clients at the standby before it takes writes again.",
     ),
-    ("code", "standby.failover_drill(cfg)"),
+    ("code", 'runbook.run("failover_drill")'),
 ]
 
 

@@ -37,10 +37,19 @@ class LocalCluster:
     def endpoint(self, dbname: str = "postgres") -> Endpoint:
         return Endpoint(LOOPBACK, self.port, dbname, self.superuser)
 
+    def pg_ctl_argv(self, *args: str) -> list[str]:
+        """The pg_ctl command line for this cluster (run as the server's OS user)."""
+        return [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
+
+    def start_argv(self) -> list[str]:
+        return self.pg_ctl_argv("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
+
     def _pg_ctl(self, *args: str, check: bool = True):
-        argv = [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
         return self.host.run(
-            argv, user=server_os_user(), check=check, timeout_s=START_TIMEOUT_S + 30
+            self.pg_ctl_argv(*args),
+            user=server_os_user(),
+            check=check,
+            timeout_s=START_TIMEOUT_S + 30,
         )
 
     def initialized(self) -> bool:
@@ -132,7 +141,7 @@ class LocalCluster:
         self.host.make_dir(self.logfile.parent, mode=0o755)
         if not self.host.exists(self.logfile):
             self.host.write_text(self.logfile, "", owner=server_os_user(), mode=0o644)
-        self._pg_ctl("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
+        self.host.run(self.start_argv(), user=server_os_user(), timeout_s=START_TIMEOUT_S + 30)
 
     def stop(self, mode: str = "fast") -> None:
         pid = self.pid()

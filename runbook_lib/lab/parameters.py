@@ -74,6 +74,8 @@ def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
         "observe_s": 10,
         "replay_timeout_s": 60,
         "promote_timeout_s": 30,
+        "dry_run": False,
+        "interactive": False,
     }
 
 

@@ -14,8 +14,9 @@ from psycopg import sql
 
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError, RunbookError
+from runbook_lib.host import display_command
 from runbook_lib.standby.config import SCHEMA, TOOLS_DIRNAME, StandbyConfig
-from runbook_lib.standby.tools import archive_command, install_tools
+from runbook_lib.standby.tools import archive_command, install_tools, install_tools_plan
 from runbook_lib.waiting import wait_until
 
 log = logging.getLogger("runbook_lib")
@@ -83,32 +84,61 @@ def archiver_stats(conn: psycopg.Connection) -> dict[str, Any]:
     return dict(row)
 
 
-def ensure_runbook_objects(conn: psycopg.Connection) -> None:
-    """The heartbeat row (so an idle primary does not look late) and the failover marker table."""
+RELOAD_SQL = "SELECT pg_catalog.pg_reload_conf()"
+SWITCH_WAL_SQL = "SELECT pg_catalog.pg_switch_wal()"
+
+
+def alter_system_sql(setting: str, value: str) -> sql.Composed:
+    return sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(setting), sql.Literal(value))
+
+
+def runbook_objects_sql() -> list[sql.Composed]:
+    """The heartbeat table (so an idle primary does not look late) and the failover marker
+    table, in schema runbook_standby on the primary."""
     schema = sql.Identifier(SCHEMA)
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-    conn.execute(
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {}.heartbeat"
             " (id int PRIMARY KEY CHECK (id = 1), beat timestamptz NOT NULL)"
-        ).format(schema)
-    )
-    conn.execute(
+        ).format(schema),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {}.failover_marker (token text PRIMARY KEY,"
             " written_at timestamptz NOT NULL DEFAULT now(), note text)"
-        ).format(schema)
-    )
+        ).format(schema),
+    ]
+
+
+def heartbeat_sql() -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {}.heartbeat (id, beat) VALUES (1, now())"
+        " ON CONFLICT (id) DO UPDATE SET beat = excluded.beat"
+    ).format(sql.Identifier(SCHEMA))
+
+
+def ensure_runbook_objects(conn: psycopg.Connection) -> None:
+    for statement in runbook_objects_sql():
+        conn.execute(statement)
     write_heartbeat(conn)
 
 
 def write_heartbeat(conn: psycopg.Connection) -> None:
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.heartbeat (id, beat) VALUES (1, now())"
-            " ON CONFLICT (id) DO UPDATE SET beat = excluded.beat"
-        ).format(sql.Identifier(SCHEMA))
-    )
+    conn.execute(heartbeat_sql())
+
+
+def _sql_text(statement: sql.Composable | str) -> str:
+    text = statement if isinstance(statement, str) else statement.as_string(None)
+    return f"{text};"
+
+
+def switch_and_wait_plan(what: str = "the primary") -> list[str]:
+    """The statements switch_and_wait_archived runs, and what it then waits for."""
+    return [
+        f"on {what}: {_sql_text(heartbeat_sql())}",
+        f"on {what}: {_sql_text(SWITCH_WAL_SQL)}",
+        "wait until pg_stat_archiver.last_archived_wal covers the switched segment "
+        "(stop if the archive_command fails)",
+    ]
 
 
 def segment_archived(stats: dict[str, Any], segment: str) -> bool:
@@ -126,7 +156,7 @@ def switch_and_wait_archived(
         "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) AS s"
     ).fetchone()["s"]
     started = time.monotonic()
-    conn.execute("SELECT pg_catalog.pg_switch_wal()")
+    conn.execute(SWITCH_WAL_SQL)
 
     def probe() -> dict[str, Any]:
         return archiver_stats(conn)
@@ -179,7 +209,11 @@ def _restart_primary(cfg: StandbyConfig, reasons: list[str]) -> None:
             "yourself, then re-run this step"
         )
     log.warning("restarting the primary: %s", "; ".join(reasons))
-    cfg.primary_os_host.run(list(cfg.restart_primary_command), timeout_s=RESTART_TIMEOUT_S)
+    cfg.primary_os_host.run(restart_argv(cfg), timeout_s=RESTART_TIMEOUT_S)
+
+
+def restart_argv(cfg: StandbyConfig) -> list[str]:
+    return list(cfg.restart_primary_command)
 
 
 def _reachable(cfg: StandbyConfig) -> bool:
@@ -191,6 +225,14 @@ def _reachable(cfg: StandbyConfig) -> bool:
         return False
 
 
+def _restart_reasons(plan: pd.DataFrame) -> list[str]:
+    return [
+        f"{r.setting} {r.current} -> {r.wanted}"
+        for r in plan[plan["change"]].itertuples()
+        if r.needs_restart
+    ]
+
+
 def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
     """Step 2: ALTER SYSTEM the archive settings (restart only when needed), then prove it works:
     pg_switch_wal() and pg_stat_archiver advances without failures."""
@@ -198,21 +240,13 @@ def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
         tools = install_tools(cfg.primary_os_host, primary_tools_dir(conn), cfg.server_python)
         plan = archiving_plan(cfg, conn)
         changes = plan[plan["change"]]
-        restart_reasons = [
-            f"{r.setting} {r.current} -> {r.wanted}"
-            for r in changes.itertuples()
-            if r.needs_restart
-        ]
+        restart_reasons = _restart_reasons(plan)
         if restart_reasons and not cfg.restart_primary_command:
             _restart_primary(cfg, restart_reasons)  # raises, before any change
         for r in changes.itertuples():
-            conn.execute(
-                sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                    sql.Identifier(r.setting), sql.Literal(r.wanted)
-                )
-            )
+            conn.execute(alter_system_sql(r.setting, r.wanted))
         if len(changes):
-            conn.execute("SELECT pg_catalog.pg_reload_conf()")
+            conn.execute(RELOAD_SQL)
     if restart_reasons:
         _restart_primary(cfg, restart_reasons)
         wait_until(
@@ -239,3 +273,42 @@ def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
         status = "configured with a reload (no restart needed)"
     notes = [f"installed {', '.join(tools.changed)} in {tools.directory}"] if tools.changed else []
     return ArchivingResult(status, settings.drop(columns=["change", "needs_restart"]), proof, notes)
+
+
+def plan_archiving(cfg: StandbyConfig) -> list[str]:
+    """Dry run of configure_archiving: what it would install, run and wait for, read from the
+    primary's current settings; changes nothing."""
+    with connect(cfg.primary()) as conn:
+        tools_dir = primary_tools_dir(conn)
+        plan = archiving_plan(cfg, conn)
+    changes = plan[plan["change"]]
+    restart_reasons = _restart_reasons(plan)
+    actions = [
+        f"on the primary's host: {a}"
+        for a in install_tools_plan(cfg.primary_os_host, tools_dir, cfg.server_python)
+    ]
+    if restart_reasons and not cfg.restart_primary_command:
+        return [
+            *actions,
+            f"then stop, before any setting changes: {'; '.join(restart_reasons)} needs a "
+            "restart of the primary and restart_primary_command is empty",
+        ]
+    actions += [
+        f"on the primary: {_sql_text(alter_system_sql(r.setting, r.wanted))}"
+        for r in changes.itertuples()
+    ]
+    if len(changes):
+        actions.append(f"on the primary: {_sql_text(RELOAD_SQL)}")
+    else:
+        actions.append("archive settings already in place: no ALTER SYSTEM")
+    if restart_reasons:
+        actions.append(
+            f"restart the primary ({'; '.join(restart_reasons)}): "
+            f"{display_command(restart_argv(cfg))}"
+        )
+        actions.append("wait until the primary accepts connections again")
+    actions += [
+        f"on the primary: {_sql_text(s)}" for s in [*runbook_objects_sql(), heartbeat_sql()]
+    ]
+    actions += switch_and_wait_plan()
+    return actions

@@ -13,11 +13,13 @@ from runbook_lib import pgbin
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError, RunbookError
+from runbook_lib.host import display_command
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.tools import (
     archive_cleanup_command,
     archive_command,
     install_tools,
+    install_tools_plan,
     recovery_end_command,
     restore_command,
 )
@@ -72,9 +74,13 @@ def merged_auto_conf(current: str, settings: dict[str, str]) -> str:
         if line.startswith(MARK) or (name in settings and "=" in line):
             continue
         kept.append(line)
+    return "\n".join([*kept, *recovery_conf_lines(settings)]) + "\n"
+
+
+def recovery_conf_lines(settings: dict[str, str]) -> list[str]:
+    """Our block of postgresql.auto.conf: a marker line, then one line per setting."""
     ours = [f"{MARK} mode settings (written by runbook_lib.standby)"]
-    ours += [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
-    return "\n".join([*kept, *ours]) + "\n"
+    return ours + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
 
 
 @dataclass
@@ -95,9 +101,9 @@ def _datadir_state(cfg: StandbyConfig) -> str:
     return "empty"
 
 
-def base_backup(cfg: StandbyConfig) -> None:
-    """pg_basebackup from the primary into standby_datadir, run as the server's OS user."""
-    argv = [
+def base_backup_argv(cfg: StandbyConfig) -> list[str]:
+    """pg_basebackup into standby_datadir; the primary comes from the libpq environment."""
+    return [
         pgbin.program("pg_basebackup"),
         "--pgdata",
         str(cfg.standby_datadir),
@@ -109,8 +115,15 @@ def base_backup(cfg: StandbyConfig) -> None:
         "runbook warm standby",
         "--no-password",
     ]
+
+
+def base_backup(cfg: StandbyConfig) -> None:
+    """pg_basebackup from the primary into standby_datadir, run as the server's OS user."""
     cfg.standby_os_host.run(
-        argv, user=server_os_user(), env=cfg.primary().libpq_env(), timeout_s=BACKUP_TIMEOUT_S
+        base_backup_argv(cfg),
+        user=server_os_user(),
+        env=cfg.primary().libpq_env(),
+        timeout_s=BACKUP_TIMEOUT_S,
     )
 
 
@@ -131,6 +144,21 @@ def write_recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
     return settings
 
 
+def _refusal(cfg: StandbyConfig, state: str) -> str | None:
+    """Why build_standby must not go on (the standby not running yet), or None."""
+    if state == "not empty":
+        return (
+            f"{cfg.standby_datadir} is not empty and holds no data directory; "
+            "empty it (or choose another standby_datadir), then re-run this step"
+        )
+    if cfg.waiting and cfg.standby_os_host.exists(cfg.trigger_file):
+        return (
+            f"the trigger file {cfg.trigger_file} exists: the standby would promote at once; "
+            "remove it if no failover is wanted, then re-run this step"
+        )
+    return None
+
+
 def in_recovery(cfg: StandbyConfig) -> bool | None:
     """pg_is_in_recovery() on the standby; None when it does not accept connections (yet)."""
     try:
@@ -147,16 +175,8 @@ def build_standby(cfg: StandbyConfig) -> BuildResult:
     if cluster.is_running():
         status = "already done: the standby is running"
     else:
-        if state == "not empty":
-            raise PreconditionError(
-                f"{cfg.standby_datadir} is not empty and holds no data directory; "
-                "empty it (or choose another standby_datadir), then re-run this step"
-            )
-        if cfg.waiting and cfg.standby_os_host.exists(cfg.trigger_file):
-            raise PreconditionError(
-                f"the trigger file {cfg.trigger_file} exists: the standby would promote at once; "
-                "remove it if no failover is wanted, then re-run this step"
-            )
+        if refusal := _refusal(cfg, state):
+            raise PreconditionError(refusal)
         install_tools(cfg.standby_os_host, cfg.standby_tools_dir, cfg.server_python)
         if state == "empty":
             if cfg.standby_os_host.exists(cfg.standby_datadir):
@@ -179,3 +199,41 @@ def build_standby(cfg: StandbyConfig) -> BuildResult:
     settings = recovery_settings(cfg)
     table = pd.DataFrame({"setting": list(settings), "value": list(settings.values())})
     return BuildResult(status, table)
+
+
+def plan_build(cfg: StandbyConfig) -> list[str]:
+    """Dry run of build_standby: the tools it would install, the pg_basebackup command, the
+    settings and signal file it would write, how it starts the standby; changes nothing."""
+    host, cluster = cfg.standby_os_host, cfg.standby_cluster()
+    if cluster.is_running():
+        return ["already done: the standby is running; nothing to run"]
+    state = _datadir_state(cfg)
+    if refusal := _refusal(cfg, state):
+        return [f"stop before any change: {refusal}"]
+    user = server_os_user()
+    owner = user or "this OS user"
+    actions = install_tools_plan(host, cfg.standby_tools_dir, cfg.server_python)
+    if state == "empty":
+        if host.exists(cfg.standby_datadir):
+            actions.append(
+                f"remove the empty directory {cfg.standby_datadir} (pg_basebackup creates it 0700)"
+            )
+        env = " ".join(f"{k}={v}" for k, v in cfg.primary().libpq_env().items())
+        actions.append(
+            f"{display_command(host.as_user(base_backup_argv(cfg), user))}   (libpq: {env})"
+        )
+    else:
+        actions.append(f"{cfg.standby_datadir} already holds a base backup: no pg_basebackup")
+    auto = cfg.standby_datadir / AUTO_CONF
+    actions.append(
+        f"write {auto} (owner {owner}, mode 0600), these lines replacing earlier ones for the "
+        "same settings:"
+    )
+    actions += [f"    {line}" for line in recovery_conf_lines(recovery_settings(cfg))]
+    actions.append(
+        f"create {cfg.standby_datadir / SIGNALS[cfg.mode]} (empty, owner {owner}, mode 0600)"
+    )
+    actions.append(display_command(host.as_user(cluster.start_argv(), user)))
+    if cfg.hot_standby:
+        actions.append("wait until the standby accepts read-only connections, in recovery")
+    return actions

@@ -13,7 +13,7 @@ from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
 from runbook_lib.standby.backup import in_recovery
 from runbook_lib.standby.config import StandbyConfig
-from runbook_lib.standby.replay import bring_standby_to
+from runbook_lib.standby.replay import CURRENT_LSN_SQL, bring_standby_to, last_replay_lsn
 
 LABELS = ("primary", "standby")
 
@@ -23,6 +23,7 @@ class CountComparison:
     replayed_to: dict[str, str]
     counts: pd.DataFrame
     primary_quiet: bool
+    settled: bool = True  # False: counted where the standby was, without a WAL switch
 
     @property
     def all_match(self) -> bool:
@@ -34,19 +35,37 @@ class CountComparison:
             f"standby replayed to {self.replayed_to['replay_lsn']} (primary was at "
             f"{self.replayed_to['target_lsn']}): {matching} of {len(self.counts)} tables match"
         )
-        if not self.all_match and not self.primary_quiet:
+        if not self.settled:
+            head = (
+                f"standby at replay LSN {self.replayed_to['replay_lsn']}, primary at "
+                f"{self.replayed_to['target_lsn']}, not brought up to date (that needs a WAL "
+                f"switch on the primary; a dry run changes nothing): {matching} of "
+                f"{len(self.counts)} tables match, differences may be in flight"
+            )
+        elif not self.all_match and not self.primary_quiet:
             head += " (the primary took writes while counting: differences may be in flight)"
         return f"{head}\n{self.counts.to_string(index=False)}"
 
 
-def compare_row_counts(cfg: StandbyConfig) -> CountComparison | str:
-    """Exact count(*) per table in compare_schemas on both servers (needs hot_standby)."""
+def compare_row_counts(cfg: StandbyConfig, *, settle: bool = True) -> CountComparison | str:
+    """Exact count(*) per table in compare_schemas on both servers (needs hot_standby).
+
+    settle=False (a dry run) counts without first switching WAL and waiting for replay: it
+    writes nothing, and differences may be in flight."""
     if not cfg.hot_standby:
         return "skipped: hot_standby is off, so the standby cannot be queried"
     if in_recovery(cfg) is False:
         return "skipped: the standby has been promoted; it no longer follows the primary"
     with connect(cfg.primary()) as primary:
-        replayed = bring_standby_to(cfg, primary)
+        if settle:
+            replayed = bring_standby_to(cfg, primary)
+        else:
+            now = primary.execute(CURRENT_LSN_SQL).fetchone()["l"]
+            replayed = {
+                "target_lsn": now,
+                "replay_lsn": last_replay_lsn(cfg) or "",
+                "primary_lsn_after_switch": "",
+            }
         tables = list_tables(primary, list(cfg.compare_schemas))
         if not tables:
             raise PreconditionError(
@@ -54,9 +73,9 @@ def compare_row_counts(cfg: StandbyConfig) -> CountComparison | str:
                 "set compare_schemas"
             )
         counts = row_counts(cfg.primary(), cfg.standby(), tables, labels=LABELS)
-        now = primary.execute("SELECT pg_catalog.pg_current_wal_lsn()::text AS l").fetchone()["l"]
-    quiet = now == replayed["primary_lsn_after_switch"]
-    result = CountComparison(replayed, counts, quiet)
+        now = primary.execute(CURRENT_LSN_SQL).fetchone()["l"]
+    quiet = settle and now == replayed["primary_lsn_after_switch"]
+    result = CountComparison(replayed, counts, quiet, settled=settle)
     if quiet and not result.all_match:
         differing = counts.loc[~counts["match"], "table"].tolist()
         raise PreconditionError(

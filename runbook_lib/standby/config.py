@@ -140,8 +140,15 @@ def validate(
     observe_s: float = 15,
     replay_timeout_s: float = 120,
     promote_timeout_s: float = 60,
+    dry_run: bool = False,
+    interactive: bool = False,
 ) -> StandbyConfig:
-    """Check every parameter; raise ConfigurationError (before anything changes) on bad input."""
+    """Check every parameter; raise ConfigurationError (before anything changes) on bad input.
+
+    dry_run and interactive are checked here with the rest, but they steer the Runbook
+    (runbook_lib.standby.runbook.make_runbook), not the steps, so the config does not hold them."""
+    _bool("dry_run", dry_run)
+    _bool("interactive", interactive)
     if mode not in MODES:
         raise ConfigurationError(f"mode must be one of {MODES}, got {mode!r}")
     if (

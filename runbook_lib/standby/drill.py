@@ -17,11 +17,13 @@ from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.standby.config import SCHEMA, StandbyConfig
-from runbook_lib.standby.replay import bring_standby_to
+from runbook_lib.standby.replay import bring_standby_plan, bring_standby_to
 from runbook_lib.waiting import wait_until
 
 MARKER_NOTE = "failover drill marker, written on the primary"
 AFTER_NOTE = "written on the promoted standby"
+PROMOTE_SQL = "SELECT pg_catalog.pg_promote(wait => false)"
+TRIGGER_CONTENT = "smart\n"  # deliver what the archive holds, then end recovery
 
 
 @dataclass
@@ -49,14 +51,25 @@ def _marker_table() -> sql.Composed:
     return sql.SQL("{}.failover_marker").format(sql.Identifier(SCHEMA))
 
 
+def marker_insert_sql() -> sql.Composed:
+    return sql.SQL("INSERT INTO {} (token, note) VALUES (%s, %s) RETURNING written_at").format(
+        _marker_table()
+    )
+
+
+def write_after_promotion_sql() -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {} (token, note) VALUES (%s, %s) ON CONFLICT (token) DO NOTHING"
+    ).format(_marker_table())
+
+
+def new_token() -> str:
+    return f"drill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
 def write_marker(primary: psycopg.Connection) -> dict[str, Any]:
-    token = f"drill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-    row = primary.execute(
-        sql.SQL("INSERT INTO {} (token, note) VALUES (%s, %s) RETURNING written_at").format(
-            _marker_table()
-        ),
-        [token, MARKER_NOTE],
-    ).fetchone()
+    token = new_token()
+    row = primary.execute(marker_insert_sql(), [token, MARKER_NOTE]).fetchone()
     lsn = primary.execute("SELECT pg_catalog.pg_current_wal_lsn()::text AS l").fetchone()["l"]
     return {"token": token, "written_at": row["written_at"], "lsn": lsn}
 
@@ -72,12 +85,7 @@ def _try_write(cfg: StandbyConfig, token: str) -> bool:
         with connect(cfg.standby()) as conn:
             if conn.execute("SELECT pg_catalog.pg_is_in_recovery() AS r").fetchone()["r"]:
                 return False
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (token, note) VALUES (%s, %s) ON CONFLICT (token) DO NOTHING"
-                ).format(_marker_table()),
-                [f"{token}-after", AFTER_NOTE],
-            )
+            conn.execute(write_after_promotion_sql(), [f"{token}-after", AFTER_NOTE])
         return True
     except (RunbookError, psycopg.Error):
         return False
@@ -86,9 +94,9 @@ def _try_write(cfg: StandbyConfig, token: str) -> bool:
 def trigger(cfg: StandbyConfig, standby: psycopg.Connection) -> str:
     if cfg.waiting:
         # the waiting restore command sees it, delivers what the archive holds (smart), returns 1
-        cfg.standby_os_host.write_text(cfg.trigger_file, "smart\n", owner=server_os_user())
+        cfg.standby_os_host.write_text(cfg.trigger_file, TRIGGER_CONTENT, owner=server_os_user())
         return f"trigger file {cfg.trigger_file} (smart)"
-    standby.execute("SELECT pg_catalog.pg_promote(wait => false)")
+    standby.execute(PROMOTE_SQL)
     return "pg_promote()"
 
 
@@ -127,14 +135,23 @@ def already_promoted(cfg: StandbyConfig) -> DrillResult | None:
     )
 
 
+NOT_WANTED = "skipped: failover_drill is false (the standby keeps replaying)"
+
+
+def _stale_trigger(cfg: StandbyConfig) -> str | None:
+    if cfg.waiting and cfg.standby_os_host.exists(cfg.trigger_file):
+        return f"{cfg.trigger_file} already exists; the drill writes it itself"
+    return None
+
+
 def failover_drill(cfg: StandbyConfig) -> DrillResult | str:
     """Fail over to the standby and prove nothing committed before the marker was lost."""
     if not cfg.failover_drill:
-        return "skipped: failover_drill is false (the standby keeps replaying)"
+        return NOT_WANTED
     if done := already_promoted(cfg):
         return done
-    if cfg.waiting and cfg.standby_os_host.exists(cfg.trigger_file):
-        raise PreconditionError(f"{cfg.trigger_file} already exists; the drill writes it itself")
+    if stale := _stale_trigger(cfg):
+        raise PreconditionError(stale)
     with connect(cfg.primary(), application_name="runbook failover drill") as primary:
         marker = write_marker(primary)
         bring_standby_to(cfg, primary)
@@ -203,3 +220,42 @@ def prove(
         present,
         True,
     )
+
+
+def _bound(statement: sql.Composed, values: list[str]) -> str:
+    """A statement with its bound values shown in place, for a dry run's plan."""
+    text = statement.as_string(None)
+    for value in values:
+        text = text.replace("%s", sql.Literal(value).as_string(None), 1)
+    return text + ";"
+
+
+def plan_drill(cfg: StandbyConfig) -> list[str]:
+    """Dry run of failover_drill: the marker, the wait for archive and replay, the trigger and
+    the proof; changes nothing."""
+    if not cfg.failover_drill:
+        return [NOT_WANTED]
+    if done := already_promoted(cfg):
+        return [done.status]
+    if stale := _stale_trigger(cfg):
+        return [f"stop before any change: {stale}"]
+    token = "drill-<UTC time>-<random>"
+    actions = [
+        f"on the primary: {_bound(marker_insert_sql(), [token, MARKER_NOTE])}",
+        *bring_standby_plan(),
+    ]
+    if cfg.waiting:
+        actions.append(
+            f"write the trigger file {cfg.trigger_file} containing {TRIGGER_CONTENT.strip()!r} "
+            f"(owner {server_os_user() or 'this OS user'})"
+        )
+    else:
+        actions.append(f"on the standby: {PROMOTE_SQL};")
+    actions += [
+        "wait until the standby leaves recovery and accepts this write: "
+        + _bound(write_after_promotion_sql(), [f"{token}-after", AFTER_NOTE]),
+        "prove: pg_is_in_recovery() false, a new timeline and its .history file in pg_wal, "
+        "the marker row present"
+        + (", the trigger file removed by recovery_end_command" if cfg.waiting else ""),
+    ]
+    return actions

@@ -56,9 +56,15 @@ def standby_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     return dict(conn.execute(query).fetchone())
 
 
-def sample(primary: psycopg.Connection, standby: psycopg.Connection) -> dict[str, Any]:
-    """One lag measurement: heartbeat written, standby read, then primary read."""
-    write_heartbeat(primary)
+def sample(
+    primary: psycopg.Connection, standby: psycopg.Connection, heartbeat: bool = True
+) -> dict[str, Any]:
+    """One lag measurement: heartbeat written, standby read, then primary read.
+
+    Without the heartbeat (a dry run writes nothing) time_lag_s is not measured: the age of an
+    old heartbeat says nothing about lag."""
+    if heartbeat:
+        write_heartbeat(primary)
     s = standby_snapshot(standby)
     p = primary.execute(
         "SELECT now() AS at, pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),"
@@ -70,13 +76,17 @@ def sample(primary: psycopg.Connection, standby: psycopg.Connection) -> dict[str
         "at": p["at"],
         "replay_lsn": s["replay_lsn"],
         "byte_lag": int(p["byte_lag"]),
-        "time_lag_s": (p["at"] - beat).total_seconds() if beat is not None else None,
+        "time_lag_s": (p["at"] - beat).total_seconds() if beat is not None and heartbeat else None,
         "in_recovery": s["in_recovery"],
     }
 
 
 def observe_lag(
-    cfg: StandbyConfig, seconds: float, interval_s: float = SAMPLE_INTERVAL_S
+    cfg: StandbyConfig,
+    seconds: float,
+    interval_s: float = SAMPLE_INTERVAL_S,
+    *,
+    heartbeat: bool = True,
 ) -> pd.DataFrame:
     """Sample lag every interval_s for `seconds`, writing a heartbeat on the primary each time.
 
@@ -88,7 +98,7 @@ def observe_lag(
     with standby, connect(cfg.primary(), application_name="runbook heartbeat") as primary:
         started = time.monotonic()
         while True:
-            row = sample(primary, standby)
+            row = sample(primary, standby, heartbeat)
             row["t_s"] = round(time.monotonic() - started, 2)
             rows.append(row)
             if time.monotonic() - started + interval_s > seconds:
@@ -131,7 +141,8 @@ class StandbyStatus:
         if len(self.lag):
             ax1.plot(self.lag["t_s"], self.lag["byte_lag"] / 2**20, color="tab:blue")
             ax2 = ax1.twinx()
-            ax2.plot(self.lag["t_s"], self.lag["time_lag_s"], color="tab:red")
+            time_lag = pd.to_numeric(self.lag["time_lag_s"], errors="coerce")
+            ax2.plot(self.lag["t_s"], time_lag, color="tab:red")
             ax2.set_ylabel("time lag (s)", color="tab:red")
         ax1.set_xlabel("seconds into the observation window")
         ax1.set_ylabel("byte lag (MB)", color="tab:blue")
@@ -152,9 +163,11 @@ class StandbyStatus:
         ):
             parts.append(f"{title}:\n{df.T.to_string(header=False)}")
         if len(self.lag):
+            time_max = pd.to_numeric(self.lag["time_lag_s"], errors="coerce").max()
+            time_text = f"{time_max:.1f} s" if pd.notna(time_max) else "not measured (no heartbeat)"
             parts.append(
                 f"lag over {self.lag['t_s'].iloc[-1]:.0f} s: byte lag max "
-                f"{self.lag['byte_lag'].max()}, time lag max {self.lag['time_lag_s'].max():.1f} s"
+                f"{self.lag['byte_lag'].max()}, time lag max {time_text}"
             )
         return "\n\n".join(parts)
 
@@ -188,15 +201,19 @@ def problems_seen(
     return found
 
 
-def status(cfg: StandbyConfig, observe_s: float | None = None) -> StandbyStatus:
-    """Step 4 (read-only but for the heartbeat row): archiver, replay, archive, lag window."""
+def status(
+    cfg: StandbyConfig, observe_s: float | None = None, *, heartbeat: bool = True
+) -> StandbyStatus:
+    """Step 4 (read-only but for the heartbeat row): archiver, replay, archive, lag window.
+    heartbeat=False (a dry run) writes nothing: byte lag only, no time lag."""
     with connect(cfg.primary(), application_name="runbook standby status") as conn:
         primary = primary_snapshot(conn)
     cluster = cfg.standby_cluster()
     standby: dict[str, Any] = {"running": cluster.is_running(), "port": cfg.standby_port}
     lag = pd.DataFrame(columns=["t_s", "byte_lag", "time_lag_s"])
     if standby["running"]:
-        lag = observe_lag(cfg, cfg.observe_s if observe_s is None else observe_s)
+        seconds = cfg.observe_s if observe_s is None else observe_s
+        lag = observe_lag(cfg, seconds, heartbeat=heartbeat)
         if len(lag):
             last = lag.iloc[-1]
             standby.update(

@@ -6,9 +6,11 @@ import psycopg
 
 from runbook_lib.connection import connect
 from runbook_lib.errors import RunbookError
-from runbook_lib.standby.archiving import switch_and_wait_archived
+from runbook_lib.standby.archiving import switch_and_wait_archived, switch_and_wait_plan
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.waiting import wait_until
+
+CURRENT_LSN_SQL = "SELECT pg_catalog.pg_current_wal_lsn()::text AS l"
 
 
 def replayed_past(cfg: StandbyConfig, lsn: str) -> str | None:
@@ -48,11 +50,9 @@ def wait_replayed(cfg: StandbyConfig, lsn: str) -> str:
 
 def bring_standby_to(cfg: StandbyConfig, primary: psycopg.Connection) -> dict[str, str]:
     """Everything committed on the primary so far, archived and replayed on the standby."""
-    lsn = primary.execute("SELECT pg_catalog.pg_current_wal_lsn()::text AS l").fetchone()["l"]
+    lsn = primary.execute(CURRENT_LSN_SQL).fetchone()["l"]
     proof = switch_and_wait_archived(primary, timeout_s=cfg.replay_timeout_s)
-    after_switch = primary.execute("SELECT pg_catalog.pg_current_wal_lsn()::text AS l").fetchone()[
-        "l"
-    ]
+    after_switch = primary.execute(CURRENT_LSN_SQL).fetchone()["l"]
     replay = wait_replayed(cfg, lsn)
     return {
         "target_lsn": lsn,
@@ -60,3 +60,12 @@ def bring_standby_to(cfg: StandbyConfig, primary: psycopg.Connection) -> dict[st
         "replay_lsn": replay,
         "primary_lsn_after_switch": after_switch,
     }
+
+
+def bring_standby_plan() -> list[str]:
+    """What bring_standby_to runs and waits for."""
+    return [
+        f"on the primary: {CURRENT_LSN_SQL};",
+        *switch_and_wait_plan(),
+        "wait until the standby's pg_last_wal_replay_lsn() passes that LSN",
+    ]

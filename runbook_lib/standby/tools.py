@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from runbook_lib import pgbin, wal_archive, wal_restore
 from runbook_lib.errors import PreconditionError
-from runbook_lib.host import LocalHost
+from runbook_lib.host import LocalHost, display_command
 from runbook_lib.standby.config import ARCHIVE_SCRIPT, RESTORE_SCRIPT, StandbyConfig
 
 RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command looks again
@@ -48,35 +48,83 @@ class InstalledTools:
         return self.directory / ARCHIVE_SCRIPT
 
 
-def install_tools(host: LocalHost, directory: PurePosixPath, python: str) -> InstalledTools:
-    """Install both commands into directory (world-readable, launchers 0755), precompiled by
-    `python`, the interpreter the server runs them with; unchanged files stay."""
+@dataclass(frozen=True)
+class ToolFile:
+    path: PurePosixPath
+    text: str
+    mode: int
+    summary: str
+
+
+def tool_files(directory: PurePosixPath, python: str) -> list[ToolFile]:
+    """Every file install_tools writes into directory: per command its module and launcher."""
+    files = []
+    for launcher, (command, module_name, module) in COMMANDS.items():
+        files.append(
+            ToolFile(
+                directory / f"{module_name}.py",
+                Path(module.__file__).read_text(),
+                0o644,
+                f"{command}'s code (a copy of {module.__name__})",
+            )
+        )
+        files.append(
+            ToolFile(
+                directory / launcher,
+                LAUNCHER.format(
+                    python=python, command=command, module=module_name, directory=str(directory)
+                ),
+                0o755,
+                f"{command} launcher: `{python} -I -S` running {module_name}.main()",
+            )
+        )
+    return files
+
+
+def compile_argv(python: str, directory: PurePosixPath) -> list[str]:
+    """Precompile the modules with the interpreter the server runs them with."""
+    modules = [str(f.path) for f in tool_files(directory, python) if f.path.suffix == ".py"]
+    return [python, "-I", "-m", "py_compile", *modules]
+
+
+def _check_python(host: LocalHost, python: str) -> None:
     if not host.exists(python):
         raise PreconditionError(
             f"{python} does not exist on {host.name}: the server runs the WAL commands with it; "
             "install python3 there or set server_python"
         )
+
+
+def _stale(host: LocalHost, file: ToolFile) -> bool:
+    return not host.exists(file.path) or host.read_text(file.path) != file.text
+
+
+def install_tools(host: LocalHost, directory: PurePosixPath, python: str) -> InstalledTools:
+    """Install both commands into directory (world-readable, launchers 0755), precompiled by
+    `python`, the interpreter the server runs them with; unchanged files stay."""
+    _check_python(host, python)
     host.make_dir(directory, mode=0o755)
     changed = []
-    modules = []
-    for launcher, (command, module_name, module) in COMMANDS.items():
-        files = {
-            f"{module_name}.py": (Path(module.__file__).read_text(), 0o644),
-            launcher: (
-                LAUNCHER.format(
-                    python=python, command=command, module=module_name, directory=str(directory)
-                ),
-                0o755,
-            ),
-        }
-        for name, (text, mode) in files.items():
-            target = directory / name
-            if not host.exists(target) or host.read_text(target) != text:
-                host.write_text(target, text, mode=mode)
-                changed.append(name)
-        modules.append(str(directory / f"{module_name}.py"))
-    host.run([python, "-I", "-m", "py_compile", *modules])
+    for file in tool_files(directory, python):
+        if _stale(host, file):
+            host.write_text(file.path, file.text, mode=file.mode)
+            changed.append(file.path.name)
+    host.run(compile_argv(python, directory))
     return InstalledTools(directory, changed)
+
+
+def install_tools_plan(host: LocalHost, directory: PurePosixPath, python: str) -> list[str]:
+    """What install_tools would do, read-only: the directory, each file it would (re)write, and
+    the compile command."""
+    _check_python(host, python)
+    actions = [] if host.exists(directory) else [f"create directory {directory} (mode 0755)"]
+    for file in tool_files(directory, python):
+        if _stale(host, file):
+            actions.append(
+                f"write {file.path} (mode {file.mode:04o}, {len(file.text)} bytes): {file.summary}"
+            )
+    actions.append(display_command(compile_argv(python, directory)))
+    return actions
 
 
 def _conf_string(command: list[str]) -> str:

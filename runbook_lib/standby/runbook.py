@@ -1,0 +1,127 @@
+"""The warm standby notebook's steps as a Runbook (runbook_lib.steps): per-step state, duration
+and results in the run archive, the JupyterLab step panel, and dry runs.
+
+In a dry run the read-only steps run for real and the changing ones (archiving, standby build,
+failover drill) show their plan. Status and compare then find no standby to look at: they say
+so instead of failing, and even with a standby they write nothing (no heartbeat row, no WAL
+switch), so a dry run leaves every server as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_lib.standby.archiving import configure_archiving, plan_archiving
+from runbook_lib.standby.backup import build_standby, in_recovery, plan_build
+from runbook_lib.standby.compare import compare_row_counts
+from runbook_lib.standby.config import StandbyConfig
+from runbook_lib.standby.drill import failover_drill, plan_drill
+from runbook_lib.standby.monitoring import StandbyStatus, status
+from runbook_lib.standby.preflight import preflight
+from runbook_lib.steps import Runbook, Step
+
+NOTEBOOK = "warm_standby"
+
+
+@dataclass(frozen=True)
+class StandbyRun:
+    """What the steps share: the validated parameters and whether this is a dry run."""
+
+    config: StandbyConfig
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class NothingToObserve:
+    """A read-only step in a dry run, with no standby to look at."""
+
+    step: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"{self.step}: nothing to observe in a dry run: {self.reason}"
+
+
+NO_STANDBY = (
+    "the standby does not exist (or is not running): the build step only showed its plan; "
+    "a real run builds it"
+)
+
+
+def _preflight(run: StandbyRun) -> Any:
+    return preflight(run.config)
+
+
+def _configure_archiving(run: StandbyRun) -> Any:
+    return configure_archiving(run.config)
+
+
+def _build_standby(run: StandbyRun) -> Any:
+    return build_standby(run.config)
+
+
+def _status(run: StandbyRun) -> Any:
+    if run.dry_run and not run.config.standby_cluster().is_running():
+        return NothingToObserve("status", NO_STANDBY)
+    return status(run.config, heartbeat=not run.dry_run)
+
+
+def _compare(run: StandbyRun) -> Any:
+    if run.dry_run and run.config.hot_standby and in_recovery(run.config) is None:
+        return NothingToObserve("compare", NO_STANDBY)
+    return compare_row_counts(run.config, settle=not run.dry_run)
+
+
+def _failover_drill(run: StandbyRun) -> Any:
+    return failover_drill(run.config)
+
+
+STEPS = [
+    Step("preflight", "1. Preflight (read-only)", _preflight, changes=False),
+    Step(
+        "configure_archiving",
+        "2. Archiving on the primary",
+        _configure_archiving,
+        changes=True,
+        plan=lambda run: plan_archiving(run.config),
+    ),
+    Step(
+        "build_standby",
+        "3. Base backup, recovery settings, standby started",
+        _build_standby,
+        changes=True,
+        plan=lambda run: plan_build(run.config),
+    ),
+    Step("status", "4. Status", _status, changes=False),
+    Step("compare", "5. Compare row counts", _compare, changes=False),
+    Step(
+        "failover_drill",
+        "6. Failover drill",
+        _failover_drill,
+        changes=True,
+        plan=lambda run: plan_drill(run.config),
+    ),
+]
+
+
+def make_runbook(
+    config: StandbyConfig, *, dry_run: bool = False, interactive: bool = False
+) -> Runbook:
+    return Runbook(
+        NOTEBOOK,
+        STEPS,
+        context=StandbyRun(config, dry_run),
+        dry_run=dry_run,
+        interactive=interactive,
+    )
+
+
+def lag_plot(runbook: Runbook) -> Any:
+    """The status step's lag plot, or why there is none."""
+    result = runbook.results.get("status")
+    if isinstance(result, StandbyStatus):
+        return result.plot()
+    if result is None:
+        return "no lag plot: the status step has not run"
+    return f"no lag plot: {result!r}"
