@@ -102,11 +102,13 @@ def test_notebook_fails_over_under_workload_without_losing_commits(lab_factory, 
     standby.configure_archiving(cfg)
     workload = start_workload(lab.root, ledger, tmp_path / "workload.log")
     try:
-        run_notebook("warm_standby", values, archive=tmp_path / "runs")
+        result = run_notebook("warm_standby", values, archive=tmp_path / "runs")
         assert workload.poll() is None, (tmp_path / "workload.log").read_text()
     finally:
         stop_workload(workload)
 
+    steps = [(s["step"], s["status"]) for s in result.summary["steps"]]
+    assert steps == [(step.name, "done") for step in standby.STEPS]
     marker = marker_on(cfg)
     assert marker is not None, "the drill's marker must be on the promoted standby"
     checked = ledger_before(ledger, marker["written_at"], tmp_path / "before-marker.jsonl")

@@ -16,6 +16,7 @@ from runbook_lib.connection import connect
 from runbook_lib.host import LOCAL, display_command
 from runbook_lib.lab.lab import Lab
 from runbook_lib.lab.parameters import warm_standby_parameters
+from runbook_lib.standby import drill
 from runbook_lib.standby.archiving import alter_system_sql
 from runbook_lib.standby.backup import base_backup_argv
 from runbook_lib.standby.runbook import NothingToObserve
@@ -105,11 +106,10 @@ def test_dry_run_with_a_running_standby_observes_it_without_writing(lab_factory)
 
     runbook = standby.make_runbook(cfg, dry_run=True)
     assert runbook.run("preflight").checks["ok"].all()
-    plan = runbook.run("build_standby")
-    assert isinstance(plan, Plan) and plan.actions == [
-        "already done: the standby is running; nothing to run"
-    ]
     assert "no ALTER SYSTEM" in repr(runbook.run("configure_archiving"))
+    plan = runbook.run("build_standby")
+    assert isinstance(plan, Plan)
+    assert plan.actions == ["already done: the standby is running; nothing to run"]
     health = runbook.run("status")
     assert not isinstance(health, NothingToObserve)
     assert bool(health.standby["in_recovery"].iloc[0])
@@ -117,4 +117,5 @@ def test_dry_run_with_a_running_standby_observes_it_without_writing(lab_factory)
     counts = runbook.run("compare")
     assert not counts.settled and "not brought up to date" in repr(counts)
     assert len(counts.counts) > 0
+    assert runbook.run("failover_drill").actions == [drill.NOT_WANTED]
     assert primary_state(lab) == before
