@@ -5,23 +5,25 @@ constraints, built once over the loaded data. Nothing is written to disk in betw
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 import pandas as pd
 from psycopg import sql
 from tqdm.auto import tqdm
 
+from runbook_lib import pgbin
 from runbook_lib.bucardo import catalog, schema
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
+from runbook_lib.host import LOCAL
 
 APPLICATION_NAME = "runbook_bucardo_copy"
+PROGRESS_INTERVAL_S = 0.5
 
 
 def _capture_active(cfg: BootstrapConfig, tables: tuple[str, ...]) -> None:
@@ -41,48 +43,64 @@ def _capture_active(cfg: BootstrapConfig, tables: tuple[str, ...]) -> None:
         )
 
 
-class _Progress:
-    def __init__(self, total: int, disable: bool) -> None:
-        self.bar = tqdm(total=total, unit="rows", desc="copy", disable=disable, smoothing=0.1)
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.bar.update(n)
+def _psql() -> list[str]:
+    return [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
 
 
-def _copy_table(
-    cfg: BootstrapConfig, snapshot: str, t: dict[str, Any], progress: _Progress
-) -> dict[str, Any]:
+def _copy_table(cfg: BootstrapConfig, snapshot: str, t: dict[str, Any]) -> dict[str, Any]:
+    """COPY out of the source's snapshot piped into COPY into the target (two psql processes:
+    no Python in the data path, nothing written to disk)."""
     ident = sql.Identifier(t["schema"], t["table"])
+    name = f"{t['schema']}.{t['table']}"
     started = time.monotonic()
-    with (
-        connect(cfg.source, application_name=APPLICATION_NAME) as src,
-        connect(cfg.target, application_name=APPLICATION_NAME) as dst,
-    ):
+    with connect(cfg.source, application_name=APPLICATION_NAME) as src:
         columns = catalog.copy_columns(src, t["schema"], t["table"])
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        dst.execute("SET session_replication_role = replica")
-        with src.transaction(), dst.transaction():
-            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            with src.cursor() as out_cur, dst.cursor() as in_cur:
-                with (
-                    out_cur.copy(sql.SQL("COPY {} ({}) TO STDOUT").format(ident, cols)) as out,
-                    in_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(ident, cols)) as into,
-                ):
-                    for chunk in out:
-                        into.write(chunk)
-                        progress.add(bytes(chunk).count(b"\n"))
-                rows = in_cur.rowcount
+        copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(ident, cols).as_string(src)
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, cols).as_string(src)
+        set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+        set_snapshot_text = set_snapshot.as_string(src)
+    producer = [
+        *_psql(),
+        "-c",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        "-c",
+        set_snapshot_text,
+        "-c",
+        copy_out,
+        "-c",
+        "COMMIT",
+    ]
+    consumer = [*_psql(), "-c", copy_in]
+    target_env = schema.libpq_env(cfg.target, replica=True)
+    target_env["PGAPPNAME"] = f"{APPLICATION_NAME}:{name}"
+    LOCAL.pipeline(
+        producer, consumer, producer_env=schema.libpq_env(cfg.source), consumer_env=target_env
+    )
+    with connect(cfg.target, application_name=APPLICATION_NAME) as dst:
+        rows = dst.execute(sql.SQL("SELECT count(*) AS n FROM ONLY {}").format(ident)).fetchone()[
+            "n"
+        ]
     seconds = time.monotonic() - started
     return {
-        "table": f"{t['schema']}.{t['table']}",
+        "table": name,
         "rows": rows,
         "seconds": round(seconds, 3),
         "mb": round(t["bytes"] / 2**20, 2),
         "rows_per_s": round(rows / seconds) if seconds > 0 else None,
     }
+
+
+def _rows_in_flight(cfg: BootstrapConfig) -> int:
+    """Rows loaded so far by the copies running now (pg_stat_progress_copy on the target)."""
+    with connect(cfg.target) as conn:
+        return conn.execute(
+            """SELECT coalesce(sum(p.tuples_processed), 0)::bigint AS n
+               FROM pg_catalog.pg_stat_progress_copy p
+               JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid
+               WHERE a.application_name LIKE %s""",
+            [APPLICATION_NAME + ":%"],
+        ).fetchone()["n"]
 
 
 def _truncate_target(cfg: BootstrapConfig, tables: list[dict[str, Any]]) -> None:
@@ -131,7 +149,12 @@ def _copy_all(cfg: BootstrapConfig, progress: bool) -> pd.DataFrame:
         tables = catalog.copyable_tables(src)
     _truncate_target(cfg, tables)
     started = time.monotonic()
-    bar = _Progress(sum(t["estimated_rows"] for t in tables), disable=not progress)
+    bar = tqdm(
+        total=sum(t["estimated_rows"] for t in tables),
+        unit="rows",
+        desc="copy",
+        disable=not progress,
+    )
     results: list[dict[str, Any]] = []
     # the exporting transaction must stay open until every worker has imported the snapshot
     with connect(cfg.source, application_name=APPLICATION_NAME) as holder, holder.transaction():
@@ -139,11 +162,16 @@ def _copy_all(cfg: BootstrapConfig, progress: bool) -> pd.DataFrame:
         snapshot = holder.execute("SELECT pg_catalog.pg_export_snapshot() AS s").fetchone()["s"]
         try:
             with ThreadPoolExecutor(max_workers=cfg.copy_jobs) as pool:
-                futures = [pool.submit(_copy_table, cfg, snapshot, t, bar) for t in tables]
-                for f in as_completed(futures):
-                    results.append(f.result())
+                pending = {pool.submit(_copy_table, cfg, snapshot, t) for t in tables}
+                while pending:
+                    done, pending = wait(
+                        pending, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED
+                    )
+                    results.extend(f.result() for f in done)
+                    loaded = sum(r["rows"] for r in results) + _rows_in_flight(cfg)
+                    bar.update(max(0, loaded - bar.n))
         finally:
-            bar.bar.close()
+            bar.close()
     df = pd.DataFrame(results).sort_values("table").reset_index(drop=True)
     df.attrs["seconds"] = time.monotonic() - started
     return df

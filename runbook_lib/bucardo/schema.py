@@ -51,7 +51,7 @@ def dump_path(cfg: BootstrapConfig) -> Path:
     return cfg.bucardo_rundir / SCHEMA_DUMP
 
 
-def _env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
+def libpq_env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
     env = ep.libpq_env()
     if replica:
         env["PGOPTIONS"] = "-c session_replication_role=replica"
@@ -65,7 +65,7 @@ def dump_schema(cfg: BootstrapConfig) -> Path:
     tmp = path.with_name(path.name + ".partial")
     LOCAL.run(
         [pgbin.program("pg_dump"), "--schema-only", "-Fc", "-N", "bucardo", "-f", str(tmp)],
-        env=_env(cfg.source),
+        env=libpq_env(cfg.source),
     )
     tmp.replace(path)
     return path
@@ -136,11 +136,13 @@ def _create_database(cfg: BootstrapConfig) -> bool:
 
 def _copy_roles(cfg: BootstrapConfig) -> None:
     """Roles first: pg_dumpall --roles-only, replayed without stopping at roles that exist."""
-    roles = LOCAL.run([pgbin.program("pg_dumpall"), "--roles-only"], env=_env(cfg.source)).stdout
+    roles = LOCAL.run(
+        [pgbin.program("pg_dumpall"), "--roles-only"], env=libpq_env(cfg.source)
+    ).stdout
     LOCAL.run(
         [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres"],
         input=roles,
-        env=_env(cfg.target_admin),
+        env=libpq_env(cfg.target_admin),
         check=False,
     )
 
@@ -180,7 +182,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
             cfg.pgdatabase,
             str(dump_path(cfg)),
         ],
-        env=_env(cfg.target),
+        env=libpq_env(cfg.target),
     )
     compared = _compare_tables(cfg)
     missing = compared[~compared["on_target"]]
@@ -248,6 +250,6 @@ def restore_post_data(cfg: BootstrapConfig) -> int:
                 cfg.pgdatabase,
                 str(dump_path(cfg)),
             ],
-            env=_env(cfg.target),
+            env=libpq_env(cfg.target),
         )
     return count

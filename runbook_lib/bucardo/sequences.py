@@ -63,12 +63,7 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
     with connect(cfg.source) as conn:
         owned = catalog.owned_sequences(conn, list(replicated_tables(cfg)))
     if cfg.sequence_strategy == "none":
-        return StepResult(
-            "sequences",
-            f"sequence_strategy is none: {len(owned)} sequences left as they are; "
-            "the operator must keep both masters from handing out the same ids",
-            tables={"sequences": pd.DataFrame(owned)},
-        )
+        return _catch_up_target(cfg, owned)
     rows = []
     with connect(cfg.source) as here, connect(cfg.target) as there:
         for s in owned:
@@ -121,4 +116,38 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
         f"interleave on {len(rows)} sequences: {cfg.here} odd, {cfg.there} even, INCREMENT BY 2",
         already_done=all_done,
         tables={"sequences": df},
+    )
+
+
+def _catch_up_target(cfg: BootstrapConfig, owned: list[dict[str, Any]]) -> StepResult:
+    """Strategy none: increments stay, but the target's sequences (left at their start by the
+    structure copy) move up to the source's value so its first insert does not collide."""
+    rows = []
+    with connect(cfg.source) as here, connect(cfg.target) as there:
+        for s in owned:
+            seq = sql.Identifier(s["seq_schema"], s["seq_name"])
+            high = max(
+                _state(here, seq)["last_value"],
+                _column_max(here, s["table"], s["column"]),
+                _column_max(there, s["table"], s["column"]),
+            )
+            current = _state(there, seq)["last_value"]
+            if current < high:
+                there.execute(
+                    "SELECT pg_catalog.setval(%s::regclass, %s)", [seq.as_string(there), high]
+                )
+            rows.append(
+                {
+                    "sequence": f"{s['seq_schema']}.{s['seq_name']}",
+                    "column": f"{s['table']}.{s['column']}",
+                    "there_last_value": max(current, high),
+                    "already_done": current >= high,
+                }
+            )
+    return StepResult(
+        "sequences",
+        f"sequence_strategy is none: {len(owned)} sequences keep their increments (the target's "
+        "moved up to the source's value); the operator must keep both masters from handing out "
+        "the same ids",
+        tables={"sequences": pd.DataFrame(rows)},
     )
