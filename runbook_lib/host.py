@@ -190,14 +190,20 @@ class LocalHost:
         if owner:
             self.chown(p, owner)
 
-    def chown(self, path: str | Path, owner: str) -> None:
+    def chown(self, path: str | Path, owner: str, *, recursive: bool = False) -> None:
         if os.geteuid() != 0:
             return
         try:
             entry = pwd.getpwnam(owner)
         except KeyError as exc:
             raise ConfigurationError(f"OS user {owner!r} does not exist on {self.name}") from exc
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        if recursive:
+            for top, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    os.chown(
+                        os.path.join(top, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False
+                    )
 
     def list_dir(self, path: str | Path) -> list[str]:
         p = Path(path)

@@ -118,13 +118,16 @@ def base_backup_argv(cfg: StandbyConfig) -> list[str]:
 
 
 def base_backup(cfg: StandbyConfig) -> None:
-    """pg_basebackup from the primary into standby_datadir, run as the server's OS user."""
+    """pg_basebackup from the primary into standby_datadir, then hand it to the server's OS user.
+
+    It runs as the operator, whose libpq credentials (.pgpass, service file) it needs; only the
+    server itself runs as `postgres`.
+    """
     cfg.standby_os_host.run(
-        base_backup_argv(cfg),
-        user=server_os_user(),
-        env=cfg.primary().libpq_env(),
-        timeout_s=BACKUP_TIMEOUT_S,
+        base_backup_argv(cfg), env=cfg.primary().libpq_env(), timeout_s=BACKUP_TIMEOUT_S
     )
+    if owner := server_os_user():
+        cfg.standby_os_host.chown(cfg.standby_datadir, owner, recursive=True)
 
 
 def write_recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
