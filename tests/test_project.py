@@ -84,3 +84,23 @@ def test_readme_quick_start_is_two_commands():
         line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")
     ]
     assert commands == ["make demo", "make test"]
+
+
+PARAMETER_FILES = sorted((REPO / "parameters").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARAMETER_FILES, ids=[p.name for p in PARAMETER_FILES])
+def test_every_parameter_file_fits_its_notebook(path):
+    from runbook_lib import execute, params
+
+    notebook = execute.resolve_notebook(path.name.split(".", 1)[0])
+    values = execute.load_parameter_files([path])
+    params.check_parameters(notebook, values)  # raises on unknown names or wrong types
+
+
+def test_lab_parameter_files_fit_their_notebooks(shared_lab):
+    from runbook_lib import execute, params
+
+    for path in shared_lab.parameters_dir.glob("*.yaml"):
+        notebook = execute.resolve_notebook(path.stem)
+        params.check_parameters(notebook, execute.load_parameter_files([path]))
