@@ -34,7 +34,9 @@ conflict_strategy: str = ""  # empty: priority list here first; or bucardo_lates
 sequence_strategy: str = "interleave"  # interleave (here odd, there even), or none
 copy_jobs: int = 2  # tables copied in parallel
 drain_timeout_s: float = 600  # how long to wait for the backlog to replicate
-"""
+dry_run: bool = False  # run read-only steps; show the commands and SQL of changing steps instead of running them
+interactive: bool = True  # JupyterLab: confirm each changing step in the step panel (runbook run sets False)
+"""  # noqa: E501 (the contract's exact text for dry_run and interactive)
 
 CELLS = [
     (
@@ -58,13 +60,27 @@ CELLS = [
     ),
     (
         "md",
+        "## Steps\nEvery step below is one `runbook.run(...)` call; the panel shows each step's "
+        "state and duration. In JupyterLab (`interactive`) a step that changes a server runs "
+        "only once confirmed in the panel. With `dry_run` the read-only steps (1, 7) run and "
+        "the changing ones show the exact commands and SQL they would run instead; nothing is "
+        "changed.",
+    ),
+    (
+        "code",
+        "from runbook_lib.panel import step_panel\n\n"
+        "runbook = bb.make_runbook(cfg, dry_run=dry_run, interactive=interactive)\n"
+        "step_panel(runbook)",
+    ),
+    (
+        "md",
         "## 1. Preflight (read-only)\nBoth servers reachable, superuser, Bucardo present, "
         "plperlu on the control cluster, every table keyed (tables without a key are named "
         "and left out, or stop the run when listed explicitly), the target absent, empty or "
         "a resumed run of this bootstrap, and the sequences behind serial/identity columns "
         "with the strategy that will be applied.",
     ),
-    ("code", "bb.preflight(cfg)"),
+    ("code", 'runbook.run("preflight")'),
     (
         "md",
         "## 2. Target schema\nThe target database is created and the source's structure "
@@ -73,7 +89,7 @@ CELLS = [
         "copied. A marker table `runbook_bootstrap.marker` is created on the source for "
         "step 8.",
     ),
-    ("code", "bb.create_target_schema(cfg)"),
+    ("code", 'runbook.run("target_schema")'),
     (
         "md",
         "## 3. Bucardo objects\nBucardo's control database (installed when missing), both "
@@ -82,7 +98,7 @@ CELLS = [
         "side is logged in the delta queue. The daemon is (re)started after the sync exists "
         "so that its purge process runs.",
     ),
-    ("code", "bb.create_bucardo_objects(cfg)"),
+    ("code", 'runbook.run("bucardo_objects")'),
     (
         "md",
         "## 4. Data copy\nAll tables streamed in parallel (`copy_jobs`) from one snapshot "
@@ -90,30 +106,30 @@ CELLS = [
         "then keys, indexes and constraints are built. Rows written meanwhile are in the "
         "delta queue.",
     ),
-    ("code", "bb.copy_data(cfg)"),
+    ("code", 'runbook.run("data_copy")'),
     (
         "md",
         "## 5. Sequences\nBefore both sides take writes: with `interleave`, every sequence "
         "behind a replicated serial/identity column counts by 2, odd on `here`, even on "
         "`there`, restarted above every id either side has used.",
     ),
-    ("code", "bb.apply_sequence_strategy(cfg)"),
+    ("code", 'runbook.run("sequences")'),
     (
         "md",
         "## 6. Enable and drain\nAutokick on, reload, kick, and wait until every change "
         "logged before this step is replicated (the backlog does not drain by itself).",
     ),
-    ("code", "drained = bb.enable_and_drain(cfg)\ndrained"),
-    ("code", "drained.plot()"),
+    ("code", 'runbook.run("enable_and_drain")'),
+    ("code", "bb.drain_plot(runbook)"),
     (
         "md",
         "## 7. Verify\nExact row counts and content fingerprints per table on both sides. "
         "Keys that differ while writes flow are re-checked after the next drain; only "
         "differences that persist count, and then this cell fails.",
     ),
-    ("code", "bb.verify_databases(cfg)"),
+    ("code", 'runbook.run("verify")'),
     ("md", "## 8. Both directions\nA marker row written on each side must appear on the other."),
-    ("code", "bb.both_directions(cfg)"),
+    ("code", 'runbook.run("both_directions")'),
 ]
 
 

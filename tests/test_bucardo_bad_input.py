@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 import yaml
 from psycopg import sql
@@ -158,6 +159,22 @@ def test_non_empty_unrelated_target_is_refused_and_the_notebook_stops_at_preflig
     finally:
         with connect(bad_lab.endpoint("there")) as conn:
             conn.execute("DROP DATABASE widgets")
+
+
+def test_dry_run_shows_every_changing_steps_commands_and_changes_nothing(bad_lab, tmp_path):
+    before = observed(bad_lab)
+    result = run_notebook("bucardo_bootstrap", params_of(bad_lab, dry_run=True), archive=tmp_path)
+    assert observed(bad_lab) == before
+    nb = nbformat.read(result.output, as_version=4)
+    text = "\n".join(str(o.get("data", {}).get("text/plain", o.get("text", "")))
+                     for c in nb.cells for o in c.get("outputs", []))  # fmt: skip
+    for expected in ("2. Target schema would run", "CREATE DATABASE", "pg_restore",
+                     "3. Bucardo objects would run", "add sync widgets_sync", "autokick=0",
+                     "4. Data copy would run", "COPY \"public\".\"foo\"", "replication_role",
+                     "5. Sequences would run", "INCREMENT BY 2", "6. Enable and drain would run",
+                     "kick widgets_sync", "verify: nothing to observe in a dry run",
+                     "8. Both directions would run"):  # fmt: skip
+        assert expected in text, expected
 
 
 def test_sync_name_used_by_another_relgroup_is_refused(bad_lab):

@@ -1,8 +1,9 @@
 """Bucardo master/master bootstrap: one module per step, each step idempotent.
 
-The notebook notebooks/bucardo_bootstrap.ipynb calls, in order: validate_parameters, preflight,
-create_target_schema, create_bucardo_objects, copy_data, apply_sequence_strategy,
-enable_and_drain, verify_databases, both_directions.
+The notebook notebooks/bucardo_bootstrap.ipynb validates its parameters (from_namespace) and
+runs the steps through make_runbook (runbook_lib.steps): preflight, create_target_schema,
+create_bucardo_objects, copy_data, apply_sequence_strategy, enable_and_drain, verify_databases,
+both_directions; each is also callable on its own.
 """
 
 from runbook_lib.bucardo.config import BootstrapConfig, from_namespace, validate_parameters
@@ -11,6 +12,7 @@ from runbook_lib.bucardo.drain import enable_and_drain, settle, wait_caught_up
 from runbook_lib.bucardo.objects import create_bucardo_objects
 from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.queue import delta_queue
+from runbook_lib.bucardo.runbook import drain_plot, make_runbook
 from runbook_lib.bucardo.schema import create_target_schema
 from runbook_lib.bucardo.sequences import apply_sequence_strategy
 from runbook_lib.bucardo.verify import both_directions, verify_databases
@@ -23,6 +25,8 @@ __all__ = [
     "create_bucardo_objects",
     "create_target_schema",
     "delta_queue",
+    "drain_plot",
+    "make_runbook",
     "enable_and_drain",
     "from_namespace",
     "preflight",

@@ -238,3 +238,27 @@ def control_state(control_conn: psycopg.Connection, cfg: BootstrapConfig) -> dic
         "dbgroup": dbgroup if dbgroup_exists else None,
         "sync": sync,
     }
+
+
+FIRST_USER_OID = 16384
+
+
+def binary_copy_safe(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """COPY's binary format carries type OIDs inside arrays and composites, which differ between
+    databases for user-defined types: use it only when every column is a built-in type with
+    binary I/O, an enum (sent as its label), or an array of built-in elements."""
+    row = conn.execute(
+        """
+        SELECT coalesce(bool_and(
+                 t.typsend::oid <> 0 AND t.typreceive::oid <> 0
+                 AND (t.typtype = 'e'
+                      OR (a.atttypid < %(first)s AND (t.typelem = 0 OR t.typelem < %(first)s)))
+               ), true) AS ok
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = pg_catalog.format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
+          AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        """,
+        {"first": FIRST_USER_OID, "schema": schema, "table": table},
+    ).fetchone()
+    return bool(row["ok"])

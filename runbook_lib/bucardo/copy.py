@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 import pandas as pd
+import psycopg
 from psycopg import sql
 from tqdm.auto import tqdm
 
@@ -20,7 +21,7 @@ from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
-from runbook_lib.host import LOCAL
+from runbook_lib.host import LOCAL, display_command
 
 APPLICATION_NAME = "runbook_bucardo_copy"
 PROGRESS_INTERVAL_S = 0.5
@@ -47,6 +48,60 @@ def _psql() -> list[str]:
     return [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
 
 
+def copy_commands(
+    conn: psycopg.Connection, snapshot: str, schema_name: str, table: str
+) -> tuple[list[str], list[str]]:
+    """psql COPY out of the exported snapshot | psql COPY into the target (same column list)."""
+    ident = sql.Identifier(schema_name, table)
+    columns = catalog.copy_columns(conn, schema_name, table)
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    options = sql.SQL(
+        " (FORMAT binary)" if catalog.binary_copy_safe(conn, schema_name, table) else ""
+    )
+    copy_out = sql.SQL("COPY {} ({}) TO STDOUT{}").format(ident, cols, options).as_string(conn)
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN{}").format(ident, cols, options).as_string(conn)
+    set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+    producer = [*_psql(), "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                "-c", set_snapshot.as_string(conn), "-c", copy_out, "-c", "COMMIT"]  # fmt: skip
+    return producer, [*_psql(), "-c", copy_in]
+
+
+def truncate_sql(tables: list[dict[str, Any]]) -> sql.Composed:
+    names = sql.SQL(", ").join(sql.Identifier(t["schema"], t["table"]) for t in tables)
+    return sql.SQL("TRUNCATE {}").format(names)
+
+
+def plan_copy_data(cfg: BootstrapConfig) -> list[str]:
+    """What copy_data would run now (read-only)."""
+    marker = schema.target_marker(cfg)
+    if marker and marker.reached("keys"):
+        return ["nothing: rows, keys and indexes are already on the target"]
+    snapshot = "<snapshot exported after add sync>"
+    actions = []
+    with connect(cfg.source) as src:
+        tables = catalog.copyable_tables(src)
+        if not (marker and marker.reached("data")):
+            actions.append(
+                f"on {cfg.source}: BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+                "SELECT pg_catalog.pg_export_snapshot()  # held until every copy ends"
+            )
+            actions.append(f"on {cfg.target} (replica role): {truncate_sql(tables).as_string(src)}")
+            for t in tables:
+                producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"])
+                actions.append(
+                    f"{display_command(producer)} | PGOPTIONS='-c "
+                    f"session_replication_role=replica' {display_command(consumer)}"
+                )
+    actions.append(
+        display_command(
+            schema.restore_argv(cfg, "post-data", schema.restore_list_path(cfg, "post-data"))
+        )
+        + "  # keys, indexes, constraints: post-data without Bucardo's triggers and without "
+        "what already exists"
+    )
+    return actions
+
+
 def _copy_table(cfg: BootstrapConfig, snapshot: str, t: dict[str, Any]) -> dict[str, Any]:
     """COPY out of the source's snapshot piped into COPY into the target (two psql processes:
     no Python in the data path, nothing written to disk)."""
@@ -54,24 +109,7 @@ def _copy_table(cfg: BootstrapConfig, snapshot: str, t: dict[str, Any]) -> dict[
     name = f"{t['schema']}.{t['table']}"
     started = time.monotonic()
     with connect(cfg.source, application_name=APPLICATION_NAME) as src:
-        columns = catalog.copy_columns(src, t["schema"], t["table"])
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(ident, cols).as_string(src)
-        copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(ident, cols).as_string(src)
-        set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
-        set_snapshot_text = set_snapshot.as_string(src)
-    producer = [
-        *_psql(),
-        "-c",
-        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        "-c",
-        set_snapshot_text,
-        "-c",
-        copy_out,
-        "-c",
-        "COMMIT",
-    ]
-    consumer = [*_psql(), "-c", copy_in]
+        producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"])
     target_env = schema.libpq_env(cfg.target, replica=True)
     target_env["PGAPPNAME"] = f"{APPLICATION_NAME}:{name}"
     LOCAL.pipeline(
@@ -108,8 +146,7 @@ def _truncate_target(cfg: BootstrapConfig, tables: list[dict[str, Any]]) -> None
     fire in replica mode, and no one writes to the target before the bootstrap ends)."""
     with connect(cfg.target) as dst, dst.transaction():
         dst.execute("SET LOCAL session_replication_role = replica")
-        names = sql.SQL(", ").join(sql.Identifier(t["schema"], t["table"]) for t in tables)
-        dst.execute(sql.SQL("TRUNCATE {}").format(names))
+        dst.execute(truncate_sql(tables))
 
 
 def copy_data(cfg: BootstrapConfig, *, progress: bool = True) -> StepResult:

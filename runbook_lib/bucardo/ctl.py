@@ -60,33 +60,28 @@ class BucardoCtl:
         )
         LOCAL.write_text(self.rcfile, text, mode=0o600)
 
+    def argv(self, args: Sequence[str]) -> list[str]:
+        return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
+
+    def install_args(self) -> list[str]:
+        c = self.cfg
+        return ["install", "--batch", "--dbhost", c.bucardo_host, "--dbport", str(c.bucardo_port),
+                "--dbname", c.bucardo_dbname, "--dbuser", c.bucardouser,
+                "--piddir", str(self.rundir)]  # fmt: skip
+
+    def start_args(self, reason: str) -> list[str]:
+        return ["start", "--logdest", str(self.rundir), "--piddir", str(self.rundir), reason]
+
     def run(
         self, args: Sequence[str], *, check: bool = True, timeout_s: float = COMMAND_TIMEOUT_S
     ) -> CommandResult:
         if not LOCAL.exists(self.rcfile):
             self.write_rc()
-        argv = [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
-        return LOCAL.run(argv, check=check, timeout_s=timeout_s, cwd=self.rundir)
+        return LOCAL.run(self.argv(args), check=check, timeout_s=timeout_s, cwd=self.rundir)
 
     def install(self) -> None:
-        c = self.cfg
         self.write_rc()
-        self.run(
-            [
-                "install",
-                "--batch",
-                "--dbhost",
-                c.bucardo_host,
-                "--dbport",
-                str(c.bucardo_port),
-                "--dbname",
-                c.bucardo_dbname,
-                "--dbuser",
-                c.bucardouser,
-                "--piddir",
-                str(self.rundir),
-            ]
-        )
+        self.run(self.install_args())
 
     # -- the daemon ---------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ class BucardoCtl:
         """Start the daemon (restart when running) and wait until the sync's controller runs."""
         if self.mcp_pid():
             self.stop()
-        self.run(["start", "--logdest", str(self.rundir), "--piddir", str(self.rundir), reason])
+        self.run(self.start_args(reason))
         self.wait_for_controller()
 
     def wait_for_controller(self) -> None:
@@ -134,12 +129,15 @@ class BucardoCtl:
             interval_s=0.3,
         )
 
+    def kick_args(self, timeout_s: int) -> list[str]:
+        return ["kick", self.cfg.sync, str(max(1, int(timeout_s)))]
+
     def kick(self, timeout_s: int) -> int:
         """Kick the sync and wait up to timeout_s (0 is refused: it would wait forever).
         Exit status: 0 done, 1 timed out, 2 killed, 3 error."""
         timeout_s = max(1, int(timeout_s))
         try:
-            self.run(["kick", self.cfg.sync, str(timeout_s)], timeout_s=timeout_s + 60)
+            self.run(self.kick_args(timeout_s), timeout_s=timeout_s + 60)
         except CommandFailed as exc:
             if exc.returncode in (1, 2):
                 return exc.returncode

@@ -14,6 +14,7 @@ from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError, WaitTimeout
+from runbook_lib.host import display_command
 from runbook_lib.waiting import wait_until
 
 KICK_WAIT_S = 10
@@ -41,6 +42,20 @@ class DrainResult(StepResult):
         return fig
 
 
+def enable_commands(cfg: BootstrapConfig) -> list[list[str]]:
+    return [["update", "sync", cfg.sync, "autokick=1"], ["reload", "config"]]
+
+
+def plan_drain(cfg: BootstrapConfig) -> list[str]:
+    """What enable_and_drain would run (read-only)."""
+    bucardo = BucardoCtl(cfg)
+    return [display_command(bucardo.argv(args)) for args in enable_commands(cfg)] + [
+        display_command(bucardo.argv(bucardo.kick_args(1)))
+        + f"  # every {KICK_WAIT_S} s until every change logged before the step is replicated "
+        f"(at most {cfg.drain_timeout_s:g} s)"
+    ]
+
+
 def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
     with connect(cfg.target_admin) as admin:
         marker = catalog.read_marker(admin, cfg.pgdatabase)
@@ -62,6 +77,7 @@ def wait_caught_up(
     timeout_s: float,
     strict: bool = False,
     samples: list[dict] | None = None,
+    kick: bool = True,
 ) -> queue.SyncState:
     """Kick and wait until every change logged before now is replicated (strict: nothing pending
     and no run in progress, last run not failed). Raises WaitTimeout with the last state."""
@@ -79,7 +95,7 @@ def wait_caught_up(
                 )
         # a failed run (e.g. one killed by a reload) is retried by Bucardo: keep waiting; a
         # sync that stays failed (paused on a conflict) ends in WaitTimeout showing its status
-        if not state.caught_up(strict) and time.monotonic() - last_kick[0] > KICK_WAIT_S:
+        if kick and not state.caught_up(strict) and time.monotonic() - last_kick[0] > KICK_WAIT_S:
             last_kick[0] = time.monotonic()
             bucardo.kick(1)
         return state
@@ -93,9 +109,10 @@ def wait_caught_up(
     )
 
 
-def settle(cfg: BootstrapConfig, timeout_s: float | None = None) -> None:
-    """Wait until everything written before this call is replicated (for the verify step)."""
-    wait_caught_up(cfg, timeout_s=timeout_s or cfg.drain_timeout_s)
+def settle(cfg: BootstrapConfig, timeout_s: float | None = None, *, kick: bool = True) -> None:
+    """Wait until everything written before this call is replicated (for the verify step);
+    kick=False only watches (a dry run changes nothing, not even Bucardo's schedule)."""
+    wait_caught_up(cfg, timeout_s=timeout_s or cfg.drain_timeout_s, kick=kick)
 
 
 def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
@@ -108,8 +125,8 @@ def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
             "SELECT autokick FROM bucardo.sync WHERE name = %s", [cfg.sync]
         ).fetchone()["autokick"]
     if not autokick:
-        bucardo.run(["update", "sync", cfg.sync, "autokick=1"])
-        bucardo.run(["reload", "config"])
+        for args in enable_commands(cfg):
+            bucardo.run(args)
         bucardo.wait_for_controller()
     samples: list[dict] = []
     t0 = time.monotonic()

@@ -4,6 +4,8 @@ process runs. Capture of changes starts when `add sync` returns."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from runbook_lib.bucardo import catalog, queue
@@ -13,6 +15,7 @@ from runbook_lib.bucardo.preflight import select_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
+from runbook_lib.host import display_command
 
 MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
 
@@ -24,36 +27,102 @@ def replicated_tables(cfg: BootstrapConfig) -> tuple[str, ...]:
     return (*selected, MARKER_TABLE) if MARKER_TABLE not in selected else selected
 
 
-def ensure_control_database(cfg: BootstrapConfig, bucardo: BucardoCtl) -> bool:
-    """Install Bucardo's control database when missing; point its files at the run directory."""
-    with connect(cfg.control_admin) as admin:
-        exists = catalog.database_exists(admin, cfg.bucardo_dbname)
-    installed = False
-    if exists:
-        with connect(cfg.control) as conn:
-            installed = catalog.control_installed(conn)
-    if not installed:
-        if exists:
-            raise PreconditionError(
-                f"database {cfg.bucardo_dbname} exists on {cfg.bucardo_host}:{cfg.bucardo_port} "
-                "without Bucardo's schema; drop it or choose another bucardo_dbname"
-            )
-        bucardo.install()
+CONFIG_SETTINGS_SQL = (
+    "UPDATE bucardo.bucardo_config SET setting = %s WHERE name = %s AND setting IS DISTINCT FROM %s"
+)
+
+
+def control_settings(cfg: BootstrapConfig) -> dict[str, str]:
+    """Bucardo's files go to the run directory (the Debian defaults need /var/log/bucardo)."""
     rundir = cfg.bucardo_rundir
-    settings = {
+    return {
         "piddir": str(rundir),
         "reason_file": str(rundir / "restart.reason"),
         "warning_file": str(rundir / "warning.log"),
         "log_conflict_file": str(rundir / "conflict.log"),
     }
+
+
+def control_installed(cfg: BootstrapConfig) -> bool:
+    with connect(cfg.control_admin) as admin:
+        exists = catalog.database_exists(admin, cfg.bucardo_dbname)
+    if not exists:
+        return False
     with connect(cfg.control) as conn:
-        for name, value in settings.items():
-            conn.execute(
-                "UPDATE bucardo.bucardo_config SET setting = %s WHERE name = %s "
-                "AND setting IS DISTINCT FROM %s",
-                [value, name, value],
-            )
+        if catalog.control_installed(conn):
+            return True
+    raise PreconditionError(
+        f"database {cfg.bucardo_dbname} exists on {cfg.bucardo_host}:{cfg.bucardo_port} "
+        "without Bucardo's schema; drop it or choose another bucardo_dbname"
+    )
+
+
+def ensure_control_database(cfg: BootstrapConfig, bucardo: BucardoCtl) -> bool:
+    """Install Bucardo's control database when missing; point its files at the run directory."""
+    installed = control_installed(cfg)
+    if not installed:
+        bucardo.install()
+    with connect(cfg.control) as conn:
+        for name, value in control_settings(cfg).items():
+            conn.execute(CONFIG_SETTINGS_SQL, [value, name, value])
     return not installed
+
+
+EMPTY_STATE = {"dbs": {}, "relgroup": False, "relgroup_tables": [], "dbgroup": None, "sync": None}
+
+
+def object_commands(
+    cfg: BootstrapConfig, state: dict[str, Any], tables: tuple[str, ...]
+) -> list[tuple[str, list[str]]]:
+    """(what, bucardo arguments) for every object missing from the control database."""
+    commands = []
+    for name, ep in cfg.databases().items():
+        if name not in state["dbs"]:
+            args = ["add", "db", name, f"dbname={ep.dbname}", f"host={ep.host}",
+                    f"port={ep.port}", f"user={ep.user}"]  # fmt: skip
+            commands.append((f"added db {name}", args))
+    missing = [t for t in tables if t not in state["relgroup_tables"]]
+    if missing:
+        commands.append((
+            f"added {len(missing)} tables to relgroup {cfg.relgroup}",
+            ["add", "table", *missing, f"relgroup={cfg.relgroup}", f"db={cfg.here}"],
+        ))  # fmt: skip
+    if state["dbgroup"] is None:
+        commands.append((
+            f"added dbgroup {cfg.dbgroup}",
+            ["add", "dbgroup", cfg.dbgroup, f"{cfg.here}:source", f"{cfg.there}:source"],
+        ))  # fmt: skip
+    if state["sync"] is None:
+        commands.append((
+            f"added sync {cfg.sync} (autokick=0)",
+            ["add", "sync", cfg.sync, f"relgroup={cfg.relgroup}", f"dbs={cfg.dbgroup}",
+             "autokick=0", f"conflict_strategy={cfg.effective_conflict_strategy}"],
+        ))  # fmt: skip
+    elif missing:
+        # tables added to an existing relgroup reach the sync's triggers only on validation
+        commands.append((f"validated sync {cfg.sync}", ["validate", cfg.sync]))
+    return commands
+
+
+def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
+    """What create_bucardo_objects would run now (read-only)."""
+    bucardo = BucardoCtl(cfg)
+    actions = [f"write {bucardo.rcfile} (connection settings, no password)"]
+    installed = control_installed(cfg)
+    state = EMPTY_STATE
+    if installed:
+        with connect(cfg.control) as conn:
+            state = catalog.control_state(conn, cfg)
+    else:
+        actions.append(display_command(bucardo.argv(bucardo.install_args())))
+    for name, value in control_settings(cfg).items():
+        actions.append(f"on {cfg.control}: UPDATE bucardo.bucardo_config SET setting = "
+                       f"'{value}' WHERE name = '{name}'")  # fmt: skip
+    for _, args in object_commands(cfg, state, replicated_tables(cfg)):
+        actions.append(display_command(bucardo.argv(args)))
+    if state["sync"] is None or not bucardo.mcp_pid():
+        actions.append(display_command(bucardo.argv(bucardo.start_args("<reason>"))))
+    return actions
 
 
 def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
@@ -70,44 +139,10 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
     tables = replicated_tables(cfg)
     with connect(cfg.control) as conn:
         state = catalog.control_state(conn, cfg)
-    for name, ep in cfg.databases().items():
-        if name not in state["dbs"]:
-            bucardo.run(
-                [
-                    "add",
-                    "db",
-                    name,
-                    f"dbname={ep.dbname}",
-                    f"host={ep.host}",
-                    f"port={ep.port}",
-                    f"user={ep.user}",
-                ]
-            )
-            done.append(f"added db {name}")
-    missing = [t for t in tables if t not in state["relgroup_tables"]]
-    if missing:
-        bucardo.run(["add", "table", *missing, f"relgroup={cfg.relgroup}", f"db={cfg.here}"])
-        done.append(f"added {len(missing)} tables to relgroup {cfg.relgroup}")
-    if state["dbgroup"] is None:
-        bucardo.run(["add", "dbgroup", cfg.dbgroup, f"{cfg.here}:source", f"{cfg.there}:source"])
-        done.append(f"added dbgroup {cfg.dbgroup}")
     created_sync = state["sync"] is None
-    if created_sync:
-        bucardo.run(
-            [
-                "add",
-                "sync",
-                cfg.sync,
-                f"relgroup={cfg.relgroup}",
-                f"dbs={cfg.dbgroup}",
-                "autokick=0",
-                f"conflict_strategy={cfg.effective_conflict_strategy}",
-            ]
-        )
-        done.append(f"added sync {cfg.sync} (autokick=0)")
-    elif missing:
-        # tables added to an existing relgroup reach the sync's triggers only on validation
-        bucardo.run(["validate", cfg.sync])
+    for what, args in object_commands(cfg, state, tables):
+        bucardo.run(args)
+        done.append(what)
     with connect(cfg.control) as conn:
         state = catalog.control_state(conn, cfg)
     _verify(cfg, state, tables)

@@ -18,7 +18,7 @@ from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import Endpoint, connect
 from runbook_lib.errors import PreconditionError
-from runbook_lib.host import LOCAL
+from runbook_lib.host import LOCAL, display_command
 
 SCHEMA_DUMP = "schema.dump"
 MARKER_DDL = f"""
@@ -58,17 +58,56 @@ def libpq_env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
     return env
 
 
+def dump_argv(path: Path) -> list[str]:
+    return [pgbin.program("pg_dump"), "--schema-only", "-Fc", "-N", "bucardo", "-f", str(path)]
+
+
+def restore_argv(cfg: BootstrapConfig, section: str, listing: Path) -> list[str]:
+    """pre-data in one transaction (all or nothing); post-data in parallel (copy_jobs)."""
+    mode = ["--single-transaction"] if section == "pre-data" else ["-j", str(cfg.copy_jobs)]
+    return [pgbin.program("pg_restore"), "--exit-on-error", *mode, "-L", str(listing),
+            "-d", cfg.pgdatabase, str(dump_path(cfg))]  # fmt: skip
+
+
+def roles_argv() -> tuple[list[str], list[str]]:
+    """pg_dumpall --roles-only | psql: roles that exist already fail alone, the rest apply."""
+    return (
+        [pgbin.program("pg_dumpall"), "--roles-only"],
+        [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres"],
+    )
+
+
+def create_database_sql(cfg: BootstrapConfig, info: dict) -> sql.Composed:
+    return sql.SQL(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
+    ).format(
+        sql.Identifier(cfg.pgdatabase),
+        sql.Literal(info["encoding"]),
+        sql.Literal(info["datcollate"]),
+        sql.Literal(info["datctype"]),
+    )
+
+
+def source_database_info(cfg: BootstrapConfig) -> dict:
+    with connect(cfg.source) as src:
+        return src.execute(
+            """SELECT pg_catalog.pg_encoding_to_char(encoding) AS encoding, datcollate, datctype
+               FROM pg_catalog.pg_database WHERE datname = current_database()"""
+        ).fetchone()
+
+
 def dump_schema(cfg: BootstrapConfig) -> Path:
     """pg_dump --schema-only -Fc of the source (without schema bucardo) into the run directory."""
     LOCAL.make_dir(cfg.bucardo_rundir, mode=0o755)
     path = dump_path(cfg)
     tmp = path.with_name(path.name + ".partial")
-    LOCAL.run(
-        [pgbin.program("pg_dump"), "--schema-only", "-Fc", "-N", "bucardo", "-f", str(tmp)],
-        env=libpq_env(cfg.source),
-    )
+    LOCAL.run(dump_argv(tmp), env=libpq_env(cfg.source))
     tmp.replace(path)
     return path
+
+
+def restore_list_path(cfg: BootstrapConfig, section: str) -> Path:
+    return cfg.bucardo_rundir / f"restore-{section}.list"
 
 
 def parse_toc_line(line: str) -> tuple[str, str, str] | None:
@@ -106,45 +145,56 @@ def restore_list(
         if skip and entry in skip:
             continue
         kept.append(line)
-    path = cfg.bucardo_rundir / f"restore-{section}.list"
+    path = restore_list_path(cfg, section)
     LOCAL.write_text(path, "\n".join(kept) + "\n")
     return path, len(kept)
 
 
 def _create_database(cfg: BootstrapConfig) -> bool:
-    with connect(cfg.source) as src:
-        info = src.execute(
-            """SELECT pg_catalog.pg_encoding_to_char(encoding) AS encoding, datcollate, datctype
-               FROM pg_catalog.pg_database WHERE datname = current_database()"""
-        ).fetchone()
+    info = source_database_info(cfg)
     with connect(cfg.target_admin) as admin:
         if catalog.database_exists(admin, cfg.pgdatabase):
             return False
-        admin.execute(
-            sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
-            ).format(
-                sql.Identifier(cfg.pgdatabase),
-                sql.Literal(info["encoding"]),
-                sql.Literal(info["datcollate"]),
-                sql.Literal(info["datctype"]),
-            )
-        )
+        admin.execute(create_database_sql(cfg, info))
         catalog.write_marker(admin, cfg, "created")
     return True
 
 
 def _copy_roles(cfg: BootstrapConfig) -> None:
     """Roles first: pg_dumpall --roles-only, replayed without stopping at roles that exist."""
-    roles = LOCAL.run(
-        [pgbin.program("pg_dumpall"), "--roles-only"], env=libpq_env(cfg.source)
-    ).stdout
-    LOCAL.run(
-        [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres"],
-        input=roles,
-        env=libpq_env(cfg.target_admin),
-        check=False,
-    )
+    dump, replay = roles_argv()
+    roles = LOCAL.run(dump, env=libpq_env(cfg.source)).stdout
+    LOCAL.run(replay, input=roles, env=libpq_env(cfg.target_admin), check=False)
+
+
+def target_marker(cfg: BootstrapConfig) -> catalog.Marker | None:
+    with connect(cfg.target_admin) as admin:
+        if not catalog.database_exists(admin, cfg.pgdatabase):
+            return None
+        return catalog.read_marker(admin, cfg.pgdatabase)
+
+
+def plan_target_schema(cfg: BootstrapConfig) -> list[str]:
+    """What create_target_schema would run now (read-only)."""
+    marker = target_marker(cfg)
+    if marker and marker.reached("schema"):
+        return [f"nothing: the structure is already restored (stage {marker.stage})"]
+    actions = []
+    if cfg.copy_roles:
+        dump, replay = roles_argv()
+        actions.append(f"{display_command(dump)} | {display_command(replay)}  # on the target")
+    actions.append(f"on {cfg.source}: {' '.join(MARKER_DDL.split())}")
+    with connect(cfg.target_admin) as admin:
+        create = create_database_sql(cfg, source_database_info(cfg)).as_string(admin)
+    actions += [
+        f"on {cfg.target_admin}: {create}",
+        f"on {cfg.target_admin}: COMMENT ON DATABASE {cfg.pgdatabase} IS '<progress marker>'",
+        display_command(dump_argv(dump_path(cfg))) + "  # from the source",
+        f"pg_restore -l --section=pre-data {dump_path(cfg)}, without Bucardo's triggers",
+        display_command(restore_argv(cfg, "pre-data", restore_list_path(cfg, "pre-data")))
+        + "  # into the target",
+    ]
+    return actions
 
 
 def create_target_schema(cfg: BootstrapConfig) -> StepResult:
@@ -171,19 +221,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
     _create_database(cfg)
     dump_schema(cfg)
     listing, count = restore_list(cfg, "pre-data")
-    LOCAL.run(
-        [
-            pgbin.program("pg_restore"),
-            "--single-transaction",
-            "--exit-on-error",
-            "-L",
-            str(listing),
-            "-d",
-            cfg.pgdatabase,
-            str(dump_path(cfg)),
-        ],
-        env=libpq_env(cfg.target),
-    )
+    LOCAL.run(restore_argv(cfg, "pre-data", listing), env=libpq_env(cfg.target))
     compared = _compare_tables(cfg)
     missing = compared[~compared["on_target"]]
     if len(missing):
@@ -238,18 +276,5 @@ def restore_post_data(cfg: BootstrapConfig) -> int:
         skip = existing_post_data(conn)
     listing, count = restore_list(cfg, "post-data", skip)
     if count:
-        LOCAL.run(
-            [
-                pgbin.program("pg_restore"),
-                "--exit-on-error",
-                "-j",
-                str(cfg.copy_jobs),
-                "-L",
-                str(listing),
-                "-d",
-                cfg.pgdatabase,
-                str(dump_path(cfg)),
-            ],
-            env=libpq_env(cfg.target),
-        )
+        LOCAL.run(restore_argv(cfg, "post-data", listing), env=libpq_env(cfg.target))
     return count

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from psycopg import sql
 
-from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo import catalog, schema
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
@@ -45,12 +45,25 @@ def _column_max(conn, table: str, column: str) -> int:
     return row["m"] or 0
 
 
-def _restart(conn, seq: sql.Identifier, start: int) -> None:
-    conn.execute(
-        sql.SQL("ALTER SEQUENCE {} INCREMENT BY {} START WITH {} RESTART WITH {}").format(
-            seq, sql.Literal(STEP), sql.Literal(start), sql.Literal(start)
-        )
+def restart_sql(seq: sql.Identifier, start: int) -> sql.Composed:
+    return sql.SQL("ALTER SEQUENCE {} INCREMENT BY {} START WITH {} RESTART WITH {}").format(
+        seq, sql.Literal(STEP), sql.Literal(start), sql.Literal(start)
     )
+
+
+def lock_sql(seq: sql.Identifier) -> sql.Composed:
+    """Takes the sequence's lock until commit: no nextval() meanwhile."""
+    return sql.SQL("ALTER SEQUENCE {} INCREMENT BY 1").format(seq)
+
+
+def setval_sql(conn, seq: sql.Identifier, value: int) -> sql.Composed:
+    return sql.SQL("SELECT pg_catalog.setval({}::regclass, {})").format(
+        sql.Literal(seq.as_string(conn)), sql.Literal(value)
+    )
+
+
+def _restart(conn, seq: sql.Identifier, start: int) -> None:
+    conn.execute(restart_sql(seq, start))
 
 
 def _next_with_residue(value: int, residue: int) -> int:
@@ -79,7 +92,7 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
             if not done_here:
                 with here.transaction():
                     # ALTER SEQUENCE locks it: no nextval() on `here` until we commit
-                    here.execute(sql.SQL("ALTER SEQUENCE {} INCREMENT BY 1").format(seq))
+                    here.execute(lock_sql(seq))
                     h = _state(here, seq)
                     high = max(
                         h["last_value"],
@@ -133,9 +146,7 @@ def _catch_up_target(cfg: BootstrapConfig, owned: list[dict[str, Any]]) -> StepR
             )
             current = _state(there, seq)["last_value"]
             if current < high:
-                there.execute(
-                    "SELECT pg_catalog.setval(%s::regclass, %s)", [seq.as_string(there), high]
-                )
+                there.execute(setval_sql(there, seq, high))
             rows.append(
                 {
                     "sequence": f"{s['seq_schema']}.{s['seq_name']}",
@@ -151,3 +162,36 @@ def _catch_up_target(cfg: BootstrapConfig, owned: list[dict[str, Any]]) -> StepR
         "the same ids",
         tables={"sequences": pd.DataFrame(rows)},
     )
+
+
+def plan_sequences(cfg: BootstrapConfig) -> list[str]:
+    """What apply_sequence_strategy would run now (read-only; the values are chosen again at
+    run time, under the sequence's lock)."""
+    with connect(cfg.source) as here:
+        owned = catalog.owned_sequences(here, list(replicated_tables(cfg)))
+        target_ready = schema.target_marker(cfg) is not None
+        actions = []
+        for s in owned:
+            seq = sql.Identifier(s["seq_schema"], s["seq_name"])
+            h = _state(here, seq)
+            high = max(h["last_value"], _column_max(here, s["table"], s["column"]))
+            if target_ready:
+                with connect(cfg.target) as there:
+                    if catalog.schema_exists(there, s["seq_schema"]):
+                        high = max(high, _column_max(there, s["table"], s["column"]))
+            if cfg.sequence_strategy == "none":
+                actions.append(f"on {cfg.target}: {setval_sql(here, seq, high).as_string(here)}")
+                continue
+            if _done(h, RESIDUE["here"]):
+                actions.append(f"{s['seq_schema']}.{s['seq_name']}: already interleaved")
+                continue
+            start = _next_with_residue(high + MARGIN, RESIDUE["here"])
+            actions.append(
+                f"on {cfg.source}: BEGIN; {lock_sql(seq).as_string(here)}; "
+                f"{restart_sql(seq, start).as_string(here)}; COMMIT  "
+                "# start: the next odd number above every id used, plus a margin"
+            )
+            actions.append(
+                f"on {cfg.target}: {restart_sql(seq, _next_with_residue(start, 0)).as_string(here)}"
+            )
+    return actions

@@ -28,7 +28,9 @@ def quoted(name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in catalog.split_name(name))
 
 
-def verify_databases(cfg: BootstrapConfig, *, progress: bool = True) -> StepResult:
+def verify_databases(
+    cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
+) -> StepResult:
     """Compare every replicated table on both masters; raise when a difference persists."""
     from runbook_lib.compare import compare_databases
 
@@ -38,7 +40,7 @@ def verify_databases(cfg: BootstrapConfig, *, progress: bool = True) -> StepResu
         cfg.target,
         tables=[quoted(t) for t in tables],
         schemas=cfg.schemas,
-        settle=partial(drain.settle, cfg),
+        settle=partial(drain.settle, cfg, kick=kick),
         labels=(cfg.here, cfg.there),
         progress=progress,
     )
@@ -53,6 +55,20 @@ def verify_databases(cfg: BootstrapConfig, *, progress: bool = True) -> StepResu
     return result
 
 
+MARKER_INSERT = f"INSERT INTO {MARKER_TABLE} (id, written_on) VALUES (%s, %s)"
+
+
+def plan_both_directions(cfg: BootstrapConfig) -> list[str]:
+    return [
+        f"on {ep}: {MARKER_INSERT % (repr(name + '-<uuid>'), repr(name))}; then wait up to "
+        f"{MARKER_TIMEOUT_S} s for it on {other}"
+        for name, ep, other in (
+            (cfg.here, cfg.source, cfg.there),
+            (cfg.there, cfg.target, cfg.here),
+        )
+    ]
+
+
 def both_directions(cfg: BootstrapConfig) -> StepResult:
     """Write a marker row on each master; each must appear on the other within the timeout."""
     rows = []
@@ -63,11 +79,7 @@ def both_directions(cfg: BootstrapConfig) -> StepResult:
     for name, ep, other_name, other in pairs:
         token = f"{name}-{uuid.uuid4()}"
         with connect(ep) as conn:
-            conn.execute(
-                f"INSERT INTO {catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE} (id, written_on) "
-                "VALUES (%s, %s)",
-                [token, name],
-            )
+            conn.execute(MARKER_INSERT, [token, name])
         t0 = time.monotonic()
         with connect(other) as conn:
 
