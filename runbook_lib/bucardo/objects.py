@@ -68,6 +68,25 @@ def ensure_control_database(cfg: BootstrapConfig, bucardo: BucardoCtl) -> bool:
     return not installed
 
 
+DBPASS_SQL = "UPDATE bucardo.db SET dbpass = %s WHERE name = %s AND dbpass IS DISTINCT FROM %s"
+
+
+def share_passwords(cfg: BootstrapConfig) -> list[str]:
+    """Bucardo's control server logs in to both masters itself (its plperlu validation and the
+    daemon through bucardo.db_getconn), so it needs the password libpq uses for pgsuperuser
+    there, when one is used (PGPASSWORD, the password file or a service file). It is stored in
+    bucardo.db as `bucardo add db pass=...` would, but through a bound parameter: never on a
+    command line, in a log or in the notebook."""
+    stored = []
+    with connect(cfg.control) as control:
+        for name, ep in cfg.databases().items():
+            with connect(ep) as conn:
+                password = conn.info.password if conn.pgconn.used_password else None
+            if password and control.execute(DBPASS_SQL, [password, name, password]).rowcount:
+                stored.append(name)
+    return stored
+
+
 EMPTY_STATE = {"dbs": {}, "relgroup": False, "relgroup_tables": [], "dbgroup": None, "sync": None}
 
 
@@ -118,8 +137,13 @@ def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
     for name, value in control_settings(cfg).items():
         actions.append(f"on {cfg.control}: UPDATE bucardo.bucardo_config SET setting = "
                        f"'{value}' WHERE name = '{name}'")  # fmt: skip
-    for _, args in object_commands(cfg, state, replicated_tables(cfg)):
-        actions.append(display_command(bucardo.argv(args)))
+    commands = object_commands(cfg, state, replicated_tables(cfg))
+    actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] == ["add", "db"]]
+    actions.append(
+        f"on {cfg.control}: UPDATE bucardo.db SET dbpass = <the password libpq uses for "
+        f"{cfg.pgsuperuser} on each master, if any> WHERE name = ...  # bound, never displayed"
+    )
+    actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] != ["add", "db"]]
     if state["sync"] is None or not bucardo.mcp_pid():
         actions.append(display_command(bucardo.argv(bucardo.start_args("<reason>"))))
     return actions
@@ -140,7 +164,13 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
     with connect(cfg.control) as conn:
         state = catalog.control_state(conn, cfg)
     created_sync = state["sync"] is None
-    for what, args in object_commands(cfg, state, tables):
+    commands = object_commands(cfg, state, tables)
+    for what, args in [c for c in commands if c[1][:2] == ["add", "db"]]:
+        bucardo.run(args)
+        done.append(what)
+    if stored := share_passwords(cfg):  # before anything makes Bucardo's server log in
+        done.append(f"login passwords shared with Bucardo for {', '.join(stored)}")
+    for what, args in [c for c in commands if c[1][:2] != ["add", "db"]]:
         bucardo.run(args)
         done.append(what)
     with connect(cfg.control) as conn:
