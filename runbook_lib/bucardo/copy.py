@@ -55,20 +55,21 @@ def copy_commands(
     ident = sql.Identifier(schema_name, table)
     columns = catalog.copy_columns(conn, schema_name, table)
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    options = sql.SQL(
-        " (FORMAT binary)" if catalog.binary_copy_safe(conn, schema_name, table) else ""
-    )
-    copy_out = sql.SQL("COPY {} ({}) TO STDOUT{}").format(ident, cols, options).as_string(conn)
-    copy_in = sql.SQL("COPY {} ({}) FROM STDIN{}").format(ident, cols, options).as_string(conn)
+    binary = catalog.binary_copy_safe(conn, schema_name, table)
+    out_options = sql.SQL(" (FORMAT binary)" if binary else "")
+    # FREEZE: rows arrive frozen (the TRUNCATE in the same transaction allows it), so index
+    # builds, the FK checks and every later scan skip setting hint bits on the whole table
+    in_options = sql.SQL(" (FORMAT binary, FREEZE)" if binary else " (FREEZE)")
+    copy_out = sql.SQL("COPY {} ({}) TO STDOUT{}").format(ident, cols, out_options)
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN{}").format(ident, cols, in_options)
     set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
     producer = [*_psql(), "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                "-c", set_snapshot.as_string(conn), "-c", copy_out, "-c", "COMMIT"]  # fmt: skip
-    return producer, [*_psql(), "-c", copy_in]
-
-
-def truncate_sql(tables: list[dict[str, Any]]) -> sql.Composed:
-    names = sql.SQL(", ").join(sql.Identifier(t["schema"], t["table"]) for t in tables)
-    return sql.SQL("TRUNCATE {}").format(names)
+                "-c", set_snapshot.as_string(conn), "-c", copy_out.as_string(conn),
+                "-c", "COMMIT"]  # fmt: skip
+    truncate = sql.SQL("TRUNCATE ONLY {}").format(ident)
+    consumer = [*_psql(), "-c", "BEGIN", "-c", truncate.as_string(conn),
+                "-c", copy_in.as_string(conn), "-c", "COMMIT"]  # fmt: skip
+    return producer, consumer
 
 
 def plan_copy_data(cfg: BootstrapConfig) -> list[str]:
@@ -85,7 +86,6 @@ def plan_copy_data(cfg: BootstrapConfig) -> list[str]:
                 f"on {cfg.source}: BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
                 "SELECT pg_catalog.pg_export_snapshot()  # held until every copy ends"
             )
-            actions.append(f"on {cfg.target} (replica role): {truncate_sql(tables).as_string(src)}")
             for t in tables:
                 producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"])
                 actions.append(
@@ -141,14 +141,6 @@ def _rows_in_flight(cfg: BootstrapConfig) -> int:
         ).fetchone()["n"]
 
 
-def _truncate_target(cfg: BootstrapConfig, tables: list[dict[str, Any]]) -> None:
-    """A failed earlier copy may have left rows: start over from an empty target (no triggers
-    fire in replica mode, and no one writes to the target before the bootstrap ends)."""
-    with connect(cfg.target) as dst, dst.transaction():
-        dst.execute("SET LOCAL session_replication_role = replica")
-        dst.execute(truncate_sql(tables))
-
-
 def copy_data(cfg: BootstrapConfig, *, progress: bool = True) -> StepResult:
     """Copy every table's rows from a snapshot taken now (after `add sync`), then build keys."""
     with connect(cfg.target_admin) as admin:
@@ -184,7 +176,6 @@ def copy_data(cfg: BootstrapConfig, *, progress: bool = True) -> StepResult:
 def _copy_all(cfg: BootstrapConfig, progress: bool) -> pd.DataFrame:
     with connect(cfg.source) as src:
         tables = catalog.copyable_tables(src)
-    _truncate_target(cfg, tables)
     started = time.monotonic()
     bar = tqdm(
         total=sum(t["estimated_rows"] for t in tables),
