@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+import notebook_source
 
 PARAMETERS = """\
 pgdatabase: str = "widgets"  # database to replicate (same name on both servers)
@@ -20,8 +19,8 @@ pgsuperuser: str = "postgres"  # superuser on both servers (password: .pgpass, n
 bucardouser: str = "bucardo"  # superuser role of Bucardo's control cluster
 here: str = "here"  # Bucardo's name for the source database
 there: str = "there"  # Bucardo's name for the target database
-tables: list = []  # 'schema.table' (exact case); empty: all keyed tables of schemas
-schemas: list = ["public"]  # schemas whose keyed tables are replicated when `tables` is empty
+tables: list[str] = []  # 'schema.table' (exact case); empty: all keyed tables of schemas
+schemas: list[str] = ["public"]  # schemas whose keyed tables are replicated when `tables` is empty
 relgroup: str = "widgets_rels"  # Bucardo relgroup holding the tables
 dbgroup: str = "widgets_dbs"  # Bucardo dbgroup: here and there, both as source
 sync: str = "widgets_sync"  # Bucardo sync name
@@ -120,7 +119,7 @@ CELLS = [
         "logged before this step is replicated (the backlog does not drain by itself).",
     ),
     ("code", 'runbook.run("enable_and_drain")'),
-    ("code", "bb.drain_plot(runbook)"),
+    ("code", 'runbook.plot("enable_and_drain")'),
     (
         "md",
         "## 7. Verify\nExact row counts and content fingerprints per table on both sides. "
@@ -133,28 +132,5 @@ CELLS = [
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, text in CELLS:
-        if kind == "md":
-            nb.cells.append(new_markdown_cell(text))
-        else:
-            cell = new_code_cell(text)
-            if kind == "params":
-                cell.metadata["tags"] = ["parameters"]
-            nb.cells.append(cell)
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"
-    return nb
-
-
 if __name__ == "__main__":
-    out = Path(__file__).with_name("bucardo_bootstrap.ipynb")
-    nbformat.write(build(), out)
-    print(out)
+    print(notebook_source.write(CELLS, Path(__file__).with_name("bucardo_bootstrap.ipynb")))

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+import notebook_source
 
 PARAMETERS = """\
 primary_host: str = "primary.example.com"  # the primary server (keeps taking writes throughout)
@@ -21,11 +20,11 @@ standby_port: int = 5433  # port the standby listens on
 mode: str = "standby"  # standby (standby.signal, pg_promote) or pg_standby (waiting, trigger file)
 trigger_file: str = "/var/lib/postgresql/15/failover.trigger"  # pg_standby mode: fails over
 archive_timeout_s: int = 60  # force a WAL switch this often: bounds the data-loss window
-restart_primary_command: list = []  # argv that restarts the primary when archive_mode changes
+restart_primary_command: list[str] = []  # argv that restarts the primary when archive_mode changes
 hot_standby: bool = True  # standby answers read-only queries (needed by status, compare, drill)
 failover_drill: bool = False  # promote the standby at the end and prove nothing was lost
 archive_cleanup: bool = True  # remove archived WAL the standby no longer needs (sole consumer)
-compare_schemas: list = ["public"]  # schemas whose tables are counted on both servers
+compare_schemas: list[str] = ["public"]  # schemas whose tables are counted on both servers
 server_python: str = "/usr/bin/python3"  # interpreter the servers run the WAL commands with
 observe_s: int = 30  # status: seconds of lag observation (heartbeat every second)
 replay_timeout_s: int = 300  # how long to wait for a segment to be archived and replayed
@@ -111,7 +110,7 @@ CELLS = [
         "Replay lag should stay within `archive_timeout_s` plus a few seconds.",
     ),
     ("code", 'runbook.run("status")'),
-    ("code", "standby.lag_plot(runbook)"),
+    ("code", 'runbook.plot("status")'),
     (
         "md",
         "## 5. Compare\nThe standby is brought up to the primary's current LSN (WAL switch, "
@@ -133,28 +132,5 @@ CELLS = [
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, text in CELLS:
-        if kind == "md":
-            nb.cells.append(new_markdown_cell(text))
-        else:
-            cell = new_code_cell(text)
-            if kind == "params":
-                cell.metadata["tags"] = ["parameters"]
-            nb.cells.append(cell)
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"
-    return nb
-
-
 if __name__ == "__main__":
-    out = Path(__file__).with_name("warm_standby.ipynb")
-    nbformat.write(build(), out)
-    print(out)
+    print(notebook_source.write(CELLS, Path(__file__).with_name("warm_standby.ipynb")))

@@ -53,6 +53,25 @@ class StepState:
     confirmed: bool = False
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a runbook's steps share: the validated configuration and whether it is a dry run."""
+
+    config: Any
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class NothingToObserve:
+    """A read-only step in a dry run, with nothing built yet to look at."""
+
+    step: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"{self.step}: nothing to observe in a dry run: {self.reason}"
+
+
 @dataclass
 class Plan:
     """What a changing step would do; shown by a dry run."""
@@ -154,6 +173,15 @@ class Runbook:
         self.results[name] = result
         record.record_result(name, result)
         return result
+
+    def plot(self, name: str) -> Any:
+        """The plot of a step's result, or a sentence saying why there is none."""
+        result = self.results.get(name)
+        if result is None:
+            return f"no plot: step {self.step(name).title!r} has not run"
+        if callable(getattr(result, "plot", None)):
+            return result.plot()
+        return f"no plot: {result!r}"
 
     def skip(self, name: str, reason: str) -> str:
         self._set(self.states[self.step(name).name], status=SKIPPED, error=None, duration_s=0.0)

@@ -104,3 +104,25 @@ def test_lab_parameter_files_fit_their_notebooks(shared_lab):
     for path in shared_lab.parameters_dir.glob("*.yaml"):
         notebook = execute.resolve_notebook(path.stem)
         params.check_parameters(notebook, execute.load_parameter_files([path]))
+
+
+GENERATORS = sorted((REPO / "notebooks").glob("make_*.py"))
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=[p.stem for p in GENERATORS])
+def test_committed_notebook_is_what_its_generator_writes(generator, monkeypatch):
+    import importlib.util
+
+    import nbformat
+
+    monkeypatch.syspath_prepend(str(generator.parent))
+    spec = importlib.util.spec_from_file_location(generator.stem, generator)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import notebook_source
+
+    built = notebook_source.build(module.CELLS)
+    committed = nbformat.read(generator.with_name(generator.stem[5:] + ".ipynb"), as_version=4)
+    assert [(c.cell_type, c.source) for c in built.cells] == [
+        (c.cell_type, c.source) for c in committed.cells
+    ], f"regenerate: .venv/bin/python {generator.relative_to(REPO)}"

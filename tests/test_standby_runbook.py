@@ -19,8 +19,7 @@ from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.standby import drill
 from runbook_lib.standby.archiving import alter_system_sql
 from runbook_lib.standby.backup import base_backup_argv
-from runbook_lib.standby.runbook import NothingToObserve
-from runbook_lib.steps import Plan
+from runbook_lib.steps import NothingToObserve, Plan
 
 
 def primary_state(lab: Lab) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from runbook_lib.bucardo.drain import enable_and_drain, settle, wait_caught_up
 from runbook_lib.bucardo.objects import create_bucardo_objects
 from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.queue import delta_queue
-from runbook_lib.bucardo.runbook import drain_plot, make_runbook
+from runbook_lib.bucardo.runbook import make_runbook
 from runbook_lib.bucardo.schema import create_target_schema
 from runbook_lib.bucardo.sequences import apply_sequence_strategy
 from runbook_lib.bucardo.verify import both_directions, verify_databases
@@ -25,7 +25,6 @@ __all__ = [
     "create_bucardo_objects",
     "create_target_schema",
     "delta_queue",
-    "drain_plot",
     "make_runbook",
     "enable_and_drain",
     "from_namespace",

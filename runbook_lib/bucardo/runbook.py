@@ -9,43 +9,23 @@ server as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from runbook_lib.bucardo import schema
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.copy import copy_data, plan_copy_data
-from runbook_lib.bucardo.drain import DrainResult, enable_and_drain, plan_drain
+from runbook_lib.bucardo.drain import enable_and_drain, plan_drain
 from runbook_lib.bucardo.objects import create_bucardo_objects, plan_bucardo_objects
 from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.schema import create_target_schema, plan_target_schema
 from runbook_lib.bucardo.sequences import apply_sequence_strategy, plan_sequences
 from runbook_lib.bucardo.verify import both_directions, plan_both_directions, verify_databases
-from runbook_lib.steps import Runbook, Step
+from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step
 
 NOTEBOOK = "bucardo_bootstrap"
 
 
-@dataclass(frozen=True)
-class BootstrapRun:
-    """What the steps share: the validated parameters and whether this is a dry run."""
-
-    config: BootstrapConfig
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class NothingToObserve:
-    """A read-only step in a dry run, with nothing built yet to look at."""
-
-    step: str
-    reason: str
-
-    def __repr__(self) -> str:
-        return f"{self.step}: nothing to observe in a dry run: {self.reason}"
-
-
-def _verify(run: BootstrapRun) -> Any:
+def _verify(run: RunContext) -> Any:
     if run.dry_run:
         marker = schema.target_marker(run.config)
         if not marker or not marker.reached("keys"):
@@ -79,17 +59,7 @@ def make_runbook(
     return Runbook(
         NOTEBOOK,
         STEPS,
-        context=BootstrapRun(config, dry_run),
+        context=RunContext(config, dry_run),
         dry_run=dry_run,
         interactive=interactive,
     )
-
-
-def drain_plot(runbook: Runbook) -> Any:
-    """The drain step's plot of pending deltas over time, or why there is none."""
-    result = runbook.results.get("enable_and_drain")
-    if isinstance(result, DrainResult):
-        return result.plot()
-    if result is None:
-        return "no drain plot: the enable-and-drain step has not run"
-    return f"no drain plot: {result!r}"

@@ -7,7 +7,7 @@ from runbook_lib.standby.config import StandbyConfig, from_namespace, validate
 from runbook_lib.standby.drill import failover_drill
 from runbook_lib.standby.monitoring import status
 from runbook_lib.standby.preflight import preflight
-from runbook_lib.standby.runbook import STEPS, lag_plot, make_runbook
+from runbook_lib.standby.runbook import STEPS, make_runbook
 
 __all__ = [
     "STEPS",
@@ -17,7 +17,6 @@ __all__ = [
     "configure_archiving",
     "failover_drill",
     "from_namespace",
-    "lag_plot",
     "make_runbook",
     "preflight",
     "status",

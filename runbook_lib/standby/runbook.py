@@ -9,7 +9,6 @@ switch), so a dry run leaves every server as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from runbook_lib.standby.archiving import configure_archiving, plan_archiving
@@ -17,30 +16,11 @@ from runbook_lib.standby.backup import build_standby, in_recovery, plan_build
 from runbook_lib.standby.compare import compare_row_counts
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.drill import failover_drill, plan_drill
-from runbook_lib.standby.monitoring import StandbyStatus, status
+from runbook_lib.standby.monitoring import status
 from runbook_lib.standby.preflight import preflight
-from runbook_lib.steps import Runbook, Step
+from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step
 
 NOTEBOOK = "warm_standby"
-
-
-@dataclass(frozen=True)
-class StandbyRun:
-    """What the steps share: the validated parameters and whether this is a dry run."""
-
-    config: StandbyConfig
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class NothingToObserve:
-    """A read-only step in a dry run, with no standby to look at."""
-
-    step: str
-    reason: str
-
-    def __repr__(self) -> str:
-        return f"{self.step}: nothing to observe in a dry run: {self.reason}"
 
 
 NO_STANDBY = (
@@ -49,31 +29,31 @@ NO_STANDBY = (
 )
 
 
-def _preflight(run: StandbyRun) -> Any:
+def _preflight(run: RunContext) -> Any:
     return preflight(run.config)
 
 
-def _configure_archiving(run: StandbyRun) -> Any:
+def _configure_archiving(run: RunContext) -> Any:
     return configure_archiving(run.config)
 
 
-def _build_standby(run: StandbyRun) -> Any:
+def _build_standby(run: RunContext) -> Any:
     return build_standby(run.config)
 
 
-def _status(run: StandbyRun) -> Any:
+def _status(run: RunContext) -> Any:
     if run.dry_run and not run.config.standby_cluster().is_running():
         return NothingToObserve("status", NO_STANDBY)
     return status(run.config, heartbeat=not run.dry_run)
 
 
-def _compare(run: StandbyRun) -> Any:
+def _compare(run: RunContext) -> Any:
     if run.dry_run and run.config.hot_standby and in_recovery(run.config) is None:
         return NothingToObserve("compare", NO_STANDBY)
     return compare_row_counts(run.config, settle=not run.dry_run)
 
 
-def _failover_drill(run: StandbyRun) -> Any:
+def _failover_drill(run: RunContext) -> Any:
     return failover_drill(run.config)
 
 
@@ -111,17 +91,7 @@ def make_runbook(
     return Runbook(
         NOTEBOOK,
         STEPS,
-        context=StandbyRun(config, dry_run),
+        context=RunContext(config, dry_run),
         dry_run=dry_run,
         interactive=interactive,
     )
-
-
-def lag_plot(runbook: Runbook) -> Any:
-    """The status step's lag plot, or why there is none."""
-    result = runbook.results.get("status")
-    if isinstance(result, StandbyStatus):
-        return result.plot()
-    if result is None:
-        return "no lag plot: the status step has not run"
-    return f"no lag plot: {result!r}"
