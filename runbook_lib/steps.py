@@ -180,7 +180,9 @@ class Runbook:
         if result is None:
             return f"no plot: step {self.step(name).title!r} has not run"
         if callable(getattr(result, "plot", None)):
-            return result.plot()
+            from runbook_lib.display import figure_image
+
+            return figure_image(result.plot())
         return f"no plot: {result!r}"
 
     def skip(self, name: str, reason: str) -> str:

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from runbook_lib.connection import connect
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
 from runbook_lib.standby.config import SCHEMA, TOOLS_DIRNAME, StandbyConfig
@@ -184,7 +185,7 @@ def switch_and_wait_archived(
 
 
 @dataclass
-class ArchivingResult:
+class ArchivingResult(TextWithTables):
     status: str
     settings: pd.DataFrame
     proof: dict[str, Any]

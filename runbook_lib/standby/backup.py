@@ -12,6 +12,7 @@ import pandas as pd
 from runbook_lib import pgbin
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
 from runbook_lib.standby.config import StandbyConfig
@@ -84,7 +85,7 @@ def recovery_conf_lines(settings: dict[str, str]) -> list[str]:
 
 
 @dataclass
-class BuildResult:
+class BuildResult(TextWithTables):
     status: str
     settings: pd.DataFrame
 

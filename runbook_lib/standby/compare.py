@@ -10,6 +10,7 @@ import pandas as pd
 from runbook_lib.compare.counts import row_counts
 from runbook_lib.compare.keys import list_tables
 from runbook_lib.connection import connect
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError
 from runbook_lib.standby.backup import in_recovery
 from runbook_lib.standby.config import StandbyConfig
@@ -19,7 +20,7 @@ LABELS = ("primary", "standby")
 
 
 @dataclass
-class CountComparison:
+class CountComparison(TextWithTables):
     replayed_to: dict[str, str]
     counts: pd.DataFrame
     primary_quiet: bool

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.standby.config import SCHEMA, StandbyConfig
 from runbook_lib.standby.replay import bring_standby_plan, bring_standby_to
@@ -27,7 +28,7 @@ TRIGGER_CONTENT = "smart\n"  # deliver what the archive holds, then end recovery
 
 
 @dataclass
-class DrillResult:
+class DrillResult(TextWithTables):
     mode: str
     marker: str
     marker_written_at: datetime | None

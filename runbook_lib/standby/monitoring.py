@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from psycopg import sql
 
 from runbook_lib.connection import connect
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import RunbookError
 from runbook_lib.standby.archiving import archiver_stats, setting_values, write_heartbeat
 from runbook_lib.standby.config import SCHEMA, StandbyConfig
@@ -123,7 +124,7 @@ def archive_usage(cfg: StandbyConfig) -> dict[str, Any]:
 
 
 @dataclass
-class StandbyStatus:
+class StandbyStatus(TextWithTables):
     primary: pd.DataFrame
     standby: pd.DataFrame
     archive: pd.DataFrame

@@ -8,6 +8,7 @@ import pandas as pd
 
 from runbook_lib import pgbin
 from runbook_lib.connection import connect, server_version_num
+from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.ports import port_accepts
 from runbook_lib.standby.archiving import archiving_plan
@@ -17,7 +18,7 @@ MIN_FREE_MB = 1024
 
 
 @dataclass
-class Preflight:
+class Preflight(TextWithTables):
     checks: pd.DataFrame
     restart_needed: list[str]
 
