@@ -226,3 +226,12 @@ class Runbook:
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+
+def runbook_for(
+    name: str, steps: list[Step], config: Any, *, dry_run: bool = False, interactive: bool = False
+) -> Runbook:
+    """A notebook's Runbook whose steps share RunContext(config, dry_run)."""
+    return Runbook(
+        name, steps, context=RunContext(config, dry_run), dry_run=dry_run, interactive=interactive
+    )

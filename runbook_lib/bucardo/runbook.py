@@ -20,7 +20,7 @@ from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.schema import create_target_schema, plan_target_schema
 from runbook_lib.bucardo.sequences import apply_sequence_strategy, plan_sequences
 from runbook_lib.bucardo.verify import both_directions, plan_both_directions, verify_databases
-from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step
+from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step, runbook_for
 
 NOTEBOOK = "bucardo_bootstrap"
 
@@ -56,10 +56,4 @@ STEPS = [
 def make_runbook(
     config: BootstrapConfig, *, dry_run: bool = False, interactive: bool = False
 ) -> Runbook:
-    return Runbook(
-        NOTEBOOK,
-        STEPS,
-        context=RunContext(config, dry_run),
-        dry_run=dry_run,
-        interactive=interactive,
-    )
+    return runbook_for(NOTEBOOK, STEPS, config, dry_run=dry_run, interactive=interactive)

@@ -18,7 +18,7 @@ from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.drill import failover_drill, plan_drill
 from runbook_lib.standby.monitoring import status
 from runbook_lib.standby.preflight import preflight
-from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step
+from runbook_lib.steps import NothingToObserve, Runbook, RunContext, Step, runbook_for
 
 NOTEBOOK = "warm_standby"
 
@@ -88,10 +88,4 @@ STEPS = [
 def make_runbook(
     config: StandbyConfig, *, dry_run: bool = False, interactive: bool = False
 ) -> Runbook:
-    return Runbook(
-        NOTEBOOK,
-        STEPS,
-        context=RunContext(config, dry_run),
-        dry_run=dry_run,
-        interactive=interactive,
-    )
+    return runbook_for(NOTEBOOK, STEPS, config, dry_run=dry_run, interactive=interactive)
