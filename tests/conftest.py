@@ -93,6 +93,14 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., lab_mo
 
 
 @pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory the server OS user can reach (pytest's tmp_path is private to root)."""
+    parent = _lab_parent()
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
 def lab_spot() -> Iterator[tuple[Path, int]]:
     """A directory for a lab the test manages itself, and a first port to try."""
     parent = _lab_parent()

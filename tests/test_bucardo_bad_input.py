@@ -19,16 +19,13 @@ from runbook_lib.execute import RunFailed, run_notebook
 from runbook_lib.lab import lab as lab_module
 from runbook_lib.ports import free_ports
 
-STEPS = (
-    bb.preflight,
-    bb.create_target_schema,
-    bb.create_bucardo_objects,
-    bb.copy_data,
-    bb.apply_sequence_strategy,
-    bb.enable_and_drain,
-    bb.verify_databases,
-    bb.both_directions,
-)
+STEP_NAMES = [step.name for step in bb.runbook.STEPS]  # the notebook's steps, in its order
+
+
+def run_steps(cfg: bb.BootstrapConfig, names: list[str]) -> list[Any]:
+    """Run steps as the notebook does (headless), returning their results."""
+    runbook = bb.make_runbook(cfg)
+    return [runbook.run(name) for name in names]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +40,7 @@ def params_of(the_lab: lab_module.Lab, **overrides: Any) -> dict[str, Any]:
 
 def run_bootstrap(params: dict[str, Any]) -> None:
     """What the notebook does, in-process: validate, then every step in order."""
-    cfg = bb.validate_parameters(**params)
-    for step in STEPS:
-        step(cfg)
+    run_steps(bb.validate_parameters(**params), STEP_NAMES)
 
 
 def observed(the_lab: lab_module.Lab) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -86,16 +87,13 @@ def outputs_text(notebook: Path) -> str:
     return "\n".join(texts)
 
 
-STEPS = (
-    bb.preflight,
-    bb.create_target_schema,
-    bb.create_bucardo_objects,
-    bb.copy_data,
-    bb.apply_sequence_strategy,
-    bb.enable_and_drain,
-    bb.verify_databases,
-    bb.both_directions,
-)
+STEP_NAMES = [step.name for step in bb.runbook.STEPS]  # the notebook's steps, in its order
+
+
+def run_steps(cfg: bb.BootstrapConfig, names: list[str]) -> list[Any]:
+    """Run steps as the notebook does (headless), returning their results."""
+    runbook = bb.make_runbook(cfg)
+    return [runbook.run(name) for name in names]
 
 
 # -- one bootstrap under load, several tests on its result -------------------------------------
@@ -177,7 +175,7 @@ def test_after_bootstrap_inserts_with_defaults_on_both_sides_cannot_collide(boot
 def test_rerunning_a_finished_bootstrap_changes_nothing(bootstrapped, tmp_path):
     the_lab, _, ledger, _ = bootstrapped
     cfg = config_of(the_lab)
-    results = [step(cfg) for step in STEPS[1:6]]
+    results = run_steps(cfg, STEP_NAMES[1:6])
     assert all(r.already_done for r in results), [r.summary for r in results]
     # a post-data restore interrupted half-way resumes: what exists is skipped, the rest built
     assert restore_post_data(cfg) == 0
@@ -210,8 +208,7 @@ def test_rerun_after_failure_in_data_copy_finishes_without_duplicates_or_loss(
     cfg = config_of(the_lab, sequence_strategy="none")
     workload = Workload(the_lab, "copyfail")
     try:
-        for step in STEPS[:3]:
-            step(cfg)
+        run_steps(cfg, STEP_NAMES[:3])
         # a constraint only the target has makes the copy of one table fail part-way
         with connect(cfg.target) as conn:
             conn.execute(
@@ -240,8 +237,7 @@ def test_rerun_after_failure_in_drain_finishes_without_duplicates_or_loss(lab_fa
     cfg = config_of(the_lab, drain_timeout_s=4)
     workload = Workload(the_lab, "drainfail")
     try:
-        for step in STEPS[:5]:
-            step(cfg)
+        run_steps(cfg, STEP_NAMES[:5])
         # row locks on the target block Bucardo's apply of the workload's changes to public.bar
         # (not its trigger DDL): the drain times out
         with connect(cfg.target) as blocker, blocker.transaction():

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +20,6 @@ def archive_cmd(
 ) -> CommandResult:
     argv = [SERVER_PYTHON, "-I", "-S", wal_archive.__file__, *map(str, args)]
     return LOCAL.run(argv, user=user, check=False, cwd=cwd, timeout_s=30)
-
-
-@pytest.fixture
-def postgres_dir() -> Iterator[Path]:
-    """A directory the server OS user can reach (pytest's tmp_path is private to root)."""
-    parent = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
-    parent.chmod(0o755)
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -31,15 +28,6 @@ def timed_restore(*args: str | Path) -> tuple[CommandResult, float]:
     started = time.monotonic()
     result = restore(*args)
     return result, time.monotonic() - started
-
-
-@pytest.fixture
-def postgres_dir() -> Iterator[Path]:
-    """A directory the server OS user can reach (pytest's tmp_path is private to root)."""
-    parent = Path(tempfile.mkdtemp(prefix="runbook-wal-"))
-    parent.chmod(0o755)
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture
