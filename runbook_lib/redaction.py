@@ -6,7 +6,6 @@ import re
 
 _PASSWORD_KV = re.compile(r"(?i)\b(password|passwd|dbpass)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 _URI_PASSWORD = re.compile(r"(?i)\b(postgres(?:ql)?://[^:/@\s]+):([^@\s]+)@")
-SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "BUCARDO_PASSWORD"})
 
 
 def redact(text: str) -> str:
