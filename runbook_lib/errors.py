@@ -37,3 +37,8 @@ class WaitTimeout(RunbookError):
         super().__init__(
             f"timed out after {timeout_s:g} s waiting for {what}; last observed: {last_observed!r}"
         )
+
+
+class StepFailedAfterChange(RunbookError):
+    """A step failed after it had changed something; the message says what was changed and
+    re-running the step continues from there."""

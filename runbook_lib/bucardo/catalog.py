@@ -18,9 +18,19 @@ MARKER_SCHEMA = "runbook_bootstrap"
 MARKER_TABLE = "marker"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "bucardo", "pg_toast")
 
-TABLES_SQL = """
+RELATIONS_SQL = """
 SELECT n.nspname AS schema, c.relname AS table,
        n.nspname || '.' || c.relname AS name,
+       c.relkind::text AS relkind, c.relispartition AS is_partition,
+       CASE WHEN c.relispartition
+            THEN (SELECT array_agg(pn.nspname || '.' || pc.relname ORDER BY a.level)
+                    FROM pg_catalog.pg_partition_ancestors(c.oid) WITH ORDINALITY AS a(relid, level)
+                    JOIN pg_catalog.pg_class pc ON pc.oid = a.relid
+                    JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+                   WHERE a.relid <> c.oid)
+       END AS ancestors,
+       CASE WHEN c.relispartition
+            THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END AS bounds,
        pg_catalog.pg_total_relation_size(c.oid) AS bytes,
        greatest(c.reltuples, 0)::bigint AS estimated_rows,
        (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
@@ -30,10 +40,13 @@ SELECT n.nspname AS schema, c.relname AS table,
          WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key,
        EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indpred IS NULL
-                  AND i.indexprs IS NULL) AS has_unique_index
+                  AND i.indexprs IS NULL) AS has_unique_index,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                  AND a.attgenerated <> '') AS has_generated_columns
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE c.relkind IN ('r', 'p', 'f')
   AND n.nspname <> ALL (%(system)s)
   AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast%%'
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
@@ -43,9 +56,18 @@ ORDER BY 1, 2
 """
 
 
+def relations(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every user table, partitioned table, partition and foreign table (outside Bucardo's
+    schema), with key, size and, for a partition, its ancestors (nearest first) and bounds."""
+    rows = conn.execute(RELATIONS_SQL, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
+    for r in rows:
+        r["ancestors"] = list(r["ancestors"] or [])
+    return rows
+
+
 def all_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every user table of the database (outside Bucardo's schema), with key and size."""
-    return conn.execute(TABLES_SQL, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
+    """Every top-level user table (plain or partitioned, not a partition) with key and size."""
+    return [r for r in relations(conn) if not r["is_partition"] and r["relkind"] != "f"]
 
 
 def copyable_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -81,29 +103,53 @@ def copy_columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]
     return [r["attname"] for r in rows]
 
 
-def owned_sequences(conn: psycopg.Connection, tables: list[str]) -> list[dict[str, Any]]:
-    """Sequences behind serial and identity columns of `tables` ('schema.table')."""
-    return conn.execute(
-        """
-        SELECT tn.nspname || '.' || t.relname AS table, a.attname AS column,
-               sn.nspname AS seq_schema, s.relname AS seq_name,
-               CASE d.deptype WHEN 'i' THEN 'identity' ELSE 'serial' END AS kind,
-               sq.seqincrement AS increment_by, sq.seqstart AS start_value
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
-        JOIN pg_catalog.pg_sequence sq ON sq.seqrelid = s.oid
-        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
-        JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-          AND d.deptype IN ('a', 'i')
-          AND tn.nspname || '.' || t.relname = ANY (%s)
-        ORDER BY 1, 2
-        """,
-        [tables],
-    ).fetchall()
+SEQUENCES_USED_SQL = """
+WITH named AS (
+    SELECT c.oid FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname || '.' || c.relname = ANY (%(tables)s)
+), rels AS (  -- the tables and, for partitions, every partitioned table above them
+    SELECT oid AS rel FROM named
+    UNION
+    SELECT a.relid FROM named, LATERAL pg_catalog.pg_partition_ancestors(named.oid) AS a(relid)
+), users AS (
+    SELECT d.objid AS seq, d.refobjid AS rel, d.refobjsubid AS attnum,
+           CASE d.deptype WHEN 'i' THEN 'identity' ELSE 'owned by the column' END AS kind,
+           CASE d.deptype WHEN 'i' THEN 0 ELSE 1 END AS rank
+    FROM pg_catalog.pg_depend d
+    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+    UNION ALL  -- a column default calling nextval(): a normal dependency of the default
+    SELECT d.refobjid, ad.adrelid, ad.adnum, 'column default only', 2
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_attrdef'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+)
+SELECT DISTINCT ON (u.seq, u.rel, u.attnum)
+       tn.nspname || '.' || t.relname AS table, a.attname AS column,
+       sn.nspname AS seq_schema, s.relname AS seq_name, u.kind,
+       sq.seqincrement AS increment_by, sq.seqstart AS start_value
+FROM users u
+JOIN rels r ON r.rel = u.rel
+JOIN pg_catalog.pg_class s ON s.oid = u.seq AND s.relkind = 'S'
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_catalog.pg_sequence sq ON sq.seqrelid = s.oid
+JOIN pg_catalog.pg_class t ON t.oid = u.rel
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = u.attnum
+ORDER BY u.seq, u.rel, u.attnum, u.rank
+"""
+
+
+def sequences_used(conn: psycopg.Connection, tables: list[str]) -> list[dict[str, Any]]:
+    """Every sequence the `tables` ('schema.table') use, found through the catalog's
+    dependencies: owned by a column (serial), identity, or only called by a column default (on
+    the table or, for a partition, on a partitioned table above it). One row per (sequence,
+    table, column); a shared sequence has several."""
+    rows = conn.execute(SEQUENCES_USED_SQL, {"tables": tables}).fetchall()
+    return sorted(rows, key=lambda r: (r["seq_schema"], r["seq_name"], r["table"], r["column"]))
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -120,6 +166,14 @@ def unquote(name: str) -> str:
     if len(name) >= 2 and name[0] == name[-1] == '"':
         return name[1:-1].replace('""', '"')
     return name
+
+
+def bucardo_table_name(text: str) -> str:
+    """Bucardo's 'schema."Table"' (each part quoted where needed) -> 'schema.Table'."""
+    from runbook_lib.compare.names import parse_table_name
+
+    schema, table = parse_table_name(text)
+    return f"{schema}.{table}"
 
 
 def database_exists(conn: psycopg.Connection, dbname: str) -> bool:

@@ -28,6 +28,7 @@ UNIMPLEMENTED_STRATEGIES = (
 )
 SEQUENCE_STRATEGIES = ("interleave", "none")
 MAX_COPY_JOBS = 32
+MAX_SYNC_NAME = 42  # Bucardo names the truncate trigger bucardo_note_trunc_<sync> up to this
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ def _problems(p: dict[str, Any]) -> list[str]:
         "bucardo_dbname",
     ):
         simple(name)
+    if isinstance(p["sync"], str) and len(p["sync"]) > MAX_SYNC_NAME:
+        problems.append(
+            f"sync={p['sync']!r}: at most {MAX_SYNC_NAME} characters (longer names make Bucardo "
+            "name its triggers at random)"
+        )
     if p["here"] == p["there"]:
         problems.append(f"here and there must differ (both are {p['here']!r})")
     for name in ("pghost", "pghost2", "bucardo_host"):

@@ -15,7 +15,7 @@ from psycopg import sql
 from tqdm.auto import tqdm
 
 from runbook_lib import pgbin
-from runbook_lib.bucardo import catalog, schema
+from runbook_lib.bucardo import catalog, schema, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
@@ -30,13 +30,7 @@ PROGRESS_INTERVAL_S = 0.5
 def _capture_active(cfg: BootstrapConfig, tables: tuple[str, ...]) -> None:
     """Every replicated table logs its changes on the source before the snapshot is taken."""
     with connect(cfg.source) as conn:
-        rows = conn.execute(
-            """SELECT n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_trigger t
-               JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               WHERE t.tgname = 'bucardo_delta' AND t.tgenabled <> 'D'"""
-        ).fetchall()
-    missing = set(tables) - {r["name"] for r in rows}
+        missing = triggers.capture_missing(conn, cfg.sync, list(tables))
     if missing:
         raise PreconditionError(
             f"Bucardo does not capture changes on {sorted(missing)} yet; run the Bucardo objects "
@@ -207,7 +201,7 @@ def _copy_all(cfg: BootstrapConfig, progress: bool) -> pd.DataFrame:
 
 def _check_keys(cfg: BootstrapConfig) -> None:
     with connect(cfg.target) as conn:
-        rows = {r["name"]: r for r in catalog.all_tables(conn)}
+        rows = {r["name"]: r for r in catalog.relations(conn)}
     no_key = [
         t
         for t in replicated_tables(cfg)

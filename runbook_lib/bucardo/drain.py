@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, queue
+from runbook_lib.bucardo import catalog, queue, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
@@ -49,11 +49,20 @@ def enable_commands(cfg: BootstrapConfig) -> list[list[str]]:
 def plan_drain(cfg: BootstrapConfig) -> list[str]:
     """What enable_and_drain would run (read-only)."""
     bucardo = BucardoCtl(cfg)
-    return [display_command(bucardo.argv(args)) for args in enable_commands(cfg)] + [
-        display_command(bucardo.argv(bucardo.kick_args(1)))
-        + f"  # every {KICK_WAIT_S} s until every change logged before the step is replicated "
-        f"(at most {cfg.drain_timeout_s:g} s)"
-    ]
+    kick = triggers.kick_trigger(cfg.sync)
+    return (
+        [
+            "on each master, per replicated table, in its own transaction with a short "
+            f"lock_timeout (retried): CREATE TRIGGER {kick} AFTER INSERT OR UPDATE OR DELETE OR "
+            f"TRUNCATE ON <table> FOR EACH STATEMENT EXECUTE FUNCTION bucardo.{kick}()"
+        ]
+        + [display_command(bucardo.argv(args)) for args in enable_commands(cfg)]
+        + [
+            display_command(bucardo.argv(bucardo.kick_args(1)))
+            + f"  # every {KICK_WAIT_S} s until every change logged before the step is replicated "
+            f"(at most {cfg.drain_timeout_s:g} s)"
+        ]
+    )
 
 
 def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
@@ -125,6 +134,9 @@ def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
             "SELECT autokick FROM bucardo.sync WHERE name = %s", [cfg.sync]
         ).fetchone()["autokick"]
     if not autokick:
+        tables = [catalog.bucardo_table_name(d["tablename"]) for d in queue.delta_names_of(cfg)]
+        for ep in cfg.databases().values():
+            triggers.install_kick(cfg, ep, tables)  # one short lock per table, not Bucardo's
         for args in enable_commands(cfg):
             bucardo.run(args)
         bucardo.wait_for_controller()

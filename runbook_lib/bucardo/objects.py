@@ -8,13 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, queue
+from runbook_lib.bucardo import catalog, queue, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.ctl import BucardoCtl
-from runbook_lib.bucardo.preflight import select_tables
 from runbook_lib.bucardo.result import StepResult
+from runbook_lib.bucardo.selection import select_tables
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PreconditionError, StepFailedAfterChange
 from runbook_lib.host import display_command
 
 MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
@@ -143,10 +143,30 @@ def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
         f"on {cfg.control}: UPDATE bucardo.db SET dbpass = <the password libpq uses for "
         f"{cfg.pgsuperuser} on each master, if any> WHERE name = ...  # bound, never displayed"
     )
+    actions += _trigger_plan(cfg, list(replicated_tables(cfg)))
     actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] != ["add", "db"]]
+    actions.append(
+        "then on each master, per table in its own short transaction: CREATE OR REPLACE TRIGGER "
+        "bucardo_delta / the truncate trigger with Bucardo's own functions (capture starts)"
+    )
     if state["sync"] is None or not bucardo.mcp_pid():
         actions.append(display_command(bucardo.argv(bucardo.start_args("<reason>"))))
     return actions
+
+
+def _trigger_plan(cfg: BootstrapConfig, tables: list[str]) -> list[str]:
+    lines = []
+    for ep in cfg.databases().values():
+        try:
+            with connect(ep) as conn:
+                now = triggers.existing(conn, tables)
+        except PreconditionError:  # the target database does not exist yet
+            now = {t: {} for t in tables}
+        for table in tables:
+            if triggers.DELTA_TRIGGER not in now[table]:
+                stmts = triggers.TriggerSQL(table, cfg.sync).placeholders()
+                lines.append(triggers.plan_line(ep, stmts))
+    return lines
 
 
 def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
@@ -170,12 +190,21 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
         done.append(what)
     if stored := share_passwords(cfg):  # before anything makes Bucardo's server log in
         done.append(f"login passwords shared with Bucardo for {', '.join(stored)}")
+    for name, ep in cfg.databases().items():
+        if placed := triggers.install_placeholders(cfg, ep, list(tables)):
+            done.append(
+                f"placeholder triggers on {len(placed)} tables of {name} (one short lock each, "
+                "so that Bucardo locks no table)"
+            )
     for what, args in [c for c in commands if c[1][:2] != ["add", "db"]]:
         bucardo.run(args)
         done.append(what)
+    for name, ep in cfg.databases().items():
+        if switched := triggers.install_capture(cfg, ep, list(tables)):
+            done.append(f"change capture switched on for {len(switched)} tables of {name}")
     with connect(cfg.control) as conn:
         state = catalog.control_state(conn, cfg)
-    _verify(cfg, state, tables)
+    _verify(cfg, state, tables, done)
     if created_sync or not bucardo.mcp_pid() or not bucardo.controller_running(cfg.sync):
         bucardo.start(f"runbook bucardo_bootstrap: sync {cfg.sync} added")
         done.append("daemon (re)started")
@@ -219,30 +248,24 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
     )
 
 
-def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...]) -> None:
+def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: list[str]) -> None:
     missing = set(tables) - set(state["relgroup_tables"])
+    changed = f"; changed so far: {'; '.join(done) or 'nothing'}; re-running this step continues"
     if (
         missing
         or not state["sync"]
         or state["dbgroup"] != {cfg.here: "source", cfg.there: "source"}
     ):
-        raise PreconditionError(
+        raise StepFailedAfterChange(
             f"Bucardo objects incomplete after adding them: tables missing {sorted(missing)}, "
             f"dbgroup {state['dbgroup']}, sync {state['sync']}; "
-            f"see {cfg.bucardo_rundir}/log.bucardo"
+            f"see {cfg.bucardo_rundir}/log.bucardo" + changed
         )
     for name, ep in cfg.databases().items():
         with connect(ep) as conn:
-            found = (
-                conn.execute(
-                    "SELECT count(*) AS n FROM bucardo.bucardo_delta_names WHERE sync = %s",
-                    [cfg.sync],
-                ).fetchone()["n"]
-                if catalog.schema_exists(conn, "bucardo")
-                else 0
-            )
-        if found < len(tables):
-            raise PreconditionError(
-                f"change capture is not installed for every table on {name} ({found} of "
-                f"{len(tables)} delta tables); see {cfg.bucardo_rundir}/log.bucardo"
+            not_captured = triggers.capture_missing(conn, cfg.sync, list(tables))
+        if not_captured:
+            raise StepFailedAfterChange(
+                f"change capture is not installed on {name} for {sorted(not_captured)}; "
+                f"see {cfg.bucardo_rundir}/log.bucardo" + changed
             )

@@ -2,59 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import psycopg
 
-from runbook_lib.bucardo import catalog, ctl
-from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo import catalog, ctl, sequences
+from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
+from runbook_lib.bucardo.selection import TableSelection, select_tables
 from runbook_lib.connection import Endpoint, connect, server_version_num
 from runbook_lib.errors import ConfigurationError, PreconditionError
 
 MIN_SERVER_VERSION = 100000
-
-
-@dataclass(frozen=True)
-class TableSelection:
-    replicated: tuple[str, ...]  # schema.table, as in the catalog
-    without_key: tuple[str, ...]  # tables of `schemas` left out: Bucardo cannot replicate them
-    rows: list[dict[str, Any]]
-
-
-def select_tables(cfg: BootstrapConfig, conn: psycopg.Connection) -> TableSelection:
-    """The replicated tables: `tables`, or every keyed table of `schemas` (raises on bad input)."""
-    rows = catalog.all_tables(conn)
-    by_name = {r["name"]: r for r in rows}
-    keyed = {r["name"] for r in rows if r["primary_key"] or r["has_unique_index"]}
-    if cfg.tables:
-        unknown = [t for t in cfg.tables if t not in by_name]
-        if unknown:
-            raise ConfigurationError(
-                f"tables not found in {cfg.source}: {', '.join(unknown)} (names are case-sensitive "
-                "'schema.table'); fix `tables`; nothing was changed"
-            )
-        no_key = [t for t in cfg.tables if t not in keyed]
-        if no_key:
-            raise PreconditionError(
-                f"tables without a primary key or unique index: {', '.join(no_key)}; Bucardo "
-                "cannot replicate them: add a key on the source or remove them from `tables`; "
-                "nothing was changed"
-            )
-        replicated = tuple(cfg.tables)
-        without_key: tuple[str, ...] = ()
-    else:
-        in_schemas = [r["name"] for r in rows if r["schema"] in cfg.schemas]
-        replicated = tuple(t for t in in_schemas if t in keyed)
-        without_key = tuple(t for t in in_schemas if t not in keyed)
-        if not replicated:
-            raise PreconditionError(
-                f"no table with a key in schemas {list(cfg.schemas)} of {cfg.source}; "
-                "check `schemas`; nothing was changed"
-            )
-    return TableSelection(replicated, without_key, rows)
 
 
 def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
@@ -188,6 +147,62 @@ def _check_control_objects(cfg: BootstrapConfig, state: dict[str, Any]) -> None:
         )
 
 
+def _table_rows(selection: TableSelection) -> list[dict[str, Any]]:
+    replicated = set(selection.replicated)
+    leaves: dict[str, int] = {}
+    for p in selection.partitions:
+        if p["partition"] in replicated:
+            leaves[p["parent"]] = leaves.get(p["parent"], 0) + 1
+
+    def note(r: dict[str, Any]) -> str:
+        if r["relkind"] == "p":
+            return f"partitioned: replicated through {leaves.get(r['name'], 0)} partitions"
+        if r["name"] in selection.excluded:
+            return f"{selection.excluded[r['name']]}: not replicated, copied once"
+        return "" if r["name"] in replicated else "outside `tables`/`schemas`: copied once"
+
+    return [
+        {
+            "table": r["name"],
+            "replicated": r["name"] in replicated or r["name"] in leaves,
+            "key": r["primary_key"] or ("unique index" if r["has_unique_index"] else None),
+            "size_mb": round(r["bytes"] / 2**20, 2),
+            "estimated_rows": r["estimated_rows"],
+            "note": note(r),
+        }
+        for r in selection.rows
+    ]
+
+
+def _partition_checks(selection: TableSelection, checks: list[dict[str, Any]]) -> None:
+    if selection.partitions:
+        parents = sorted({p["parent"] for p in selection.partitions})
+        checks.append(
+            {
+                "check": "partitioned tables",
+                "ok": True,
+                "detail": f"{', '.join(parents)}: replicated through their "
+                f"{len(selection.partitions)} partitions (listed below). WARNING: a partition "
+                "created after this bootstrap is not replicated until it is added to the "
+                "relgroup (bucardo add table ... relgroup=...; bucardo validate)",
+            }
+        )
+    if selection.foreign:
+        checks.append(
+            {
+                "check": "foreign-table partitions",
+                "ok": True,
+                "detail": "neither copied nor replicated: " + ", ".join(selection.foreign),
+            }
+        )
+    odd = [t for t in selection.replicated if not all(map(OBJECT_NAME.match, t.split(".", 1)))]
+    if odd:
+        raise PreconditionError(
+            f"table names Bucardo's command line cannot take: {', '.join(odd)} (letters, digits, "
+            "_ and $ only); rename them or leave them out with `tables`; nothing was changed"
+        )
+
+
 def preflight(cfg: BootstrapConfig) -> StepResult:
     """Check both servers, Bucardo, the tables and the target; raise before anything changes."""
     checks: list[dict[str, Any]] = []
@@ -207,62 +222,35 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
                 f"schemas not found in {cfg.source}: {', '.join(missing)}; nothing was changed"
             )
         selection = select_tables(cfg, conn)
-        sequences = catalog.owned_sequences(conn, list(selection.replicated))
+        plan = sequences.sequence_plan(cfg, conn, list(selection.replicated))
+    _partition_checks(selection, checks)
     _control(cfg, checks)
     target = _target_state(cfg, checks)
-    replicated = set(selection.replicated)
-    table_rows = [
-        {
-            "table": r["name"],
-            "replicated": r["name"] in replicated,
-            "key": r["primary_key"] or ("unique index" if r["has_unique_index"] else None),
-            "size_mb": round(r["bytes"] / 2**20, 2),
-            "estimated_rows": r["estimated_rows"],
-            "note": (
-                "no primary key or unique index: not replicated, copied once"
-                if r["name"] in selection.without_key
-                else ""
-                if r["name"] in replicated
-                else "outside `tables`/`schemas`: copied once"
-            ),
-        }
-        for r in selection.rows
-    ]
-    seq_rows = [
-        {
-            "table": s["table"],
-            "column": s["column"],
-            "sequence": f"{s['seq_schema']}.{s['seq_name']}",
-            "kind": s["kind"],
-            "increment_by": s["increment_by"],
-            "strategy": (
-                "interleave: here odd, there even, INCREMENT BY 2"
-                if cfg.sequence_strategy == "interleave"
-                else "none: the operator keeps both masters from handing out the same id"
-            ),
-        }
-        for s in sequences
-    ]
-    if selection.without_key:
+    if selection.excluded:
         checks.append(
             {
-                "check": "tables without a key",
+                "check": "tables Bucardo cannot replicate",
                 "ok": True,
-                "detail": "excluded from replication: " + ", ".join(selection.without_key),
+                "detail": "copied once, not replicated: "
+                + "; ".join(f"{t} ({why})" for t, why in selection.excluded.items()),
             }
         )
     checks.append(
         {
             "check": "sequence strategy",
             "ok": True,
-            "detail": f"{cfg.sequence_strategy} for {len(sequences)} serial/identity columns",
+            "detail": f"{cfg.sequence_strategy} for {len(plan)} sequences used by the "
+            "replicated tables (owned, identity, or called by a column default)",
         }
     )
-    excluded = ", ".join(selection.without_key)
+    excluded = ", ".join(selection.excluded)
+    parents = len({p["parent"] for p in selection.partitions})
     summary = (
         f"{len(selection.replicated)} tables to replicate"
-        f"{', excluded (no key): ' + excluded if excluded else ''}; "
-        f"target {target}; conflict strategy {cfg.effective_conflict_strategy!r}"
+        + (f" (the partitions of {parents} partitioned tables included)" if parents else "")
+        + (f", left out: {excluded}" if excluded else "")
+        + f"; {len(plan)} sequences; target {target}; "
+        f"conflict strategy {cfg.effective_conflict_strategy!r}"
     )
     return StepResult(
         "preflight",
@@ -270,10 +258,11 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
         already_done=False,
         tables={
             "checks": pd.DataFrame(checks),
-            "tables": pd.DataFrame(table_rows),
-            "sequences": pd.DataFrame(
-                seq_rows,
-                columns=["table", "column", "sequence", "kind", "increment_by", "strategy"],
+            "tables": pd.DataFrame(_table_rows(selection)),
+            "partitions": pd.DataFrame(
+                selection.partitions,
+                columns=["parent", "partition", "level", "via", "bounds", "kind"],
             ),
+            "sequences": plan,
         },
     )

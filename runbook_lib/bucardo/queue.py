@@ -28,6 +28,12 @@ def delta_names(conn: psycopg.Connection, sync: str) -> list[dict[str, Any]]:
     ).fetchall()
 
 
+def delta_names_of(cfg: BootstrapConfig) -> list[dict[str, Any]]:
+    """The sync's tables as Bucardo's capture on `here` knows them."""
+    with connect(cfg.source, application_name="runbook_bucardo_queue") as conn:
+        return delta_names(conn, cfg.sync)
+
+
 def _pending_sql(deltaname: str, trackname: str) -> sql.Composed:
     return sql.SQL(
         """SELECT count(*) AS pending_rows,

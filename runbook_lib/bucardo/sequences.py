@@ -1,9 +1,12 @@
-"""Step 5: the sequence strategy. Interleave: on both masters every serial/identity sequence of
-the replicated tables counts in steps of 2, `here` on odd and `there` on even numbers, each
-restarted above every value either side has used, so the two never hand out the same id."""
+"""Step 5: the sequence strategy. Interleave: on both masters every sequence the replicated
+tables use (owned by a column, identity, or only called by a column default) counts in steps of
+2, `here` on odd and `there` on even numbers, each restarted above every value either side has
+used, so the two never hand out the same id. A sequence shared by several tables is restarted
+above the highest id of all of them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -14,7 +17,8 @@ from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PreconditionError, StepFailedAfterChange
+from runbook_lib.locks import LOCK_TIMEOUT_MS, in_short_lock
 
 STEP = 2
 RESIDUE = {"here": 1, "there": 0}  # here odd, there even
@@ -71,93 +75,177 @@ def _next_with_residue(value: int, residue: int) -> int:
     return value if value % STEP == residue else value + 1
 
 
+@dataclass(frozen=True)
+class UsedSequence:
+    """A sequence and every (table, column) of the replicated tables that takes ids from it."""
+
+    schema: str
+    name: str
+    users: tuple[tuple[str, str, str], ...]  # (table, column, how)
+    increment_by: int
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def used_sequences(conn, tables: list[str]) -> list[UsedSequence]:
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in catalog.sequences_used(conn, tables):
+        grouped.setdefault((r["seq_schema"], r["seq_name"]), []).append(r)
+    return [
+        UsedSequence(
+            schema,
+            name,
+            tuple((r["table"], r["column"], r["kind"]) for r in rows),
+            rows[0]["increment_by"],
+        )
+        for (schema, name), rows in sorted(grouped.items())
+    ]
+
+
+def _strategy_text(cfg: BootstrapConfig) -> str:
+    if cfg.sequence_strategy == "interleave":
+        return f"interleave: {cfg.here} odd, {cfg.there} even, INCREMENT BY {STEP}"
+    return f"none: {cfg.there} caught up; the operator keeps both masters from colliding"
+
+
+def _interleave_problem(seq: UsedSequence) -> str | None:
+    if seq.increment_by not in (1, STEP):
+        return f"counts by {seq.increment_by} (interleave handles ascending sequences by 1)"
+    return None
+
+
+def sequence_plan(cfg: BootstrapConfig, conn, tables: list[str]) -> pd.DataFrame:
+    """Preflight: every sequence the replicated tables use and the strategy applied to it;
+    raises (nothing changed) when the strategy cannot handle one."""
+    used = used_sequences(conn, tables)
+    if cfg.sequence_strategy == "interleave":
+        problems = [f"{s.label} {p}" for s in used if (p := _interleave_problem(s))]
+        if problems:
+            raise PreconditionError(
+                "sequences the interleave strategy cannot handle: "
+                + "; ".join(problems)
+                + ": set sequence_strategy to none and keep the masters from colliding "
+                "yourself; nothing was changed"
+            )
+    return pd.DataFrame(
+        [
+            {
+                "sequence": s.label,
+                "used by": ", ".join(f"{t}.{c}" for t, c, _ in s.users),
+                "how": ", ".join(sorted({how for _, _, how in s.users})),
+                "increment_by": s.increment_by,
+                "strategy": _strategy_text(cfg),
+            }
+            for s in used
+        ],
+        columns=["sequence", "used by", "how", "increment_by", "strategy"],
+    )
+
+
+def _highest_used(conn, seq: UsedSequence) -> int:
+    """The highest id any user column holds (read without the sequence's lock)."""
+    return max(_column_max(conn, table, column) for table, column, _ in seq.users)
+
+
+def _interleave_here(here, seq: UsedSequence, floor: int) -> int:
+    """Under the sequence's lock (no nextval() meanwhile): restart above every id handed out."""
+
+    def change() -> int:
+        here.execute(lock_sql(seq.ident))
+        start = _next_with_residue(
+            max(floor, _state(here, seq.ident)["last_value"]) + MARGIN, RESIDUE["here"]
+        )
+        _restart(here, seq.ident, start)
+        return start
+
+    return in_short_lock(here, change, f"ALTER SEQUENCE {seq.label} on here")
+
+
 def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
-    """Interleave every sequence behind a serial/identity column of the replicated tables."""
+    """Interleave every sequence the replicated tables use (owned, identity or default-only)."""
     with connect(cfg.source) as conn:
-        owned = catalog.owned_sequences(conn, list(replicated_tables(cfg)))
+        used = used_sequences(conn, list(replicated_tables(cfg)))
     if cfg.sequence_strategy == "none":
-        return _catch_up_target(cfg, owned)
+        return _catch_up_target(cfg, used)
     rows = []
     with connect(cfg.source) as here, connect(cfg.target) as there:
-        for s in owned:
-            seq = sql.Identifier(s["seq_schema"], s["seq_name"])
-            h, t = _state(here, seq), _state(there, seq)
-            if s["increment_by"] < 0 or (h["increment_by"] not in (1, STEP)):
+        for seq in used:
+            h, t = _state(here, seq.ident), _state(there, seq.ident)
+            if problem := _interleave_problem(seq):
                 raise PreconditionError(
-                    f"sequence {s['seq_schema']}.{s['seq_name']} counts by {h['increment_by']}; "
-                    "interleave handles ascending sequences counting by 1: set "
-                    "sequence_strategy to none and handle it yourself"
+                    f"sequence {seq.label} {problem}; nothing was changed for it (sequences "
+                    f"already done: {[r['sequence'] for r in rows]})"
                 )
             done_here, done_there = _done(h, RESIDUE["here"]), _done(t, RESIDUE["there"])
             if not done_here:
-                with here.transaction():
-                    # ALTER SEQUENCE locks it: no nextval() on `here` until we commit
-                    here.execute(lock_sql(seq))
-                    h = _state(here, seq)
-                    high = max(
-                        h["last_value"],
-                        _column_max(here, s["table"], s["column"]),
-                        t["last_value"],
-                        _column_max(there, s["table"], s["column"]),
-                    )
-                    start_here = _next_with_residue(high + MARGIN, RESIDUE["here"])
-                    _restart(here, seq, start_here)
+                floor = max(_highest_used(here, seq), _highest_used(there, seq), t["last_value"])
+                start_here = _interleave_here(here, seq, floor)
             else:
                 start_here = h["start_value"]
             if not done_there:
-                high = max(start_here, t["last_value"], _column_max(there, s["table"], s["column"]))
-                _restart(there, seq, _next_with_residue(high, RESIDUE["there"]))
-            h2, t2 = _state(here, seq), _state(there, seq)
+                high = max(start_here, t["last_value"], _highest_used(there, seq))
+                start_there = _next_with_residue(high, RESIDUE["there"])
+                in_short_lock(
+                    there,
+                    lambda seq=seq, start=start_there: _restart(there, seq.ident, start),
+                    f"ALTER SEQUENCE {seq.label} on there",
+                )
+            h2, t2 = _state(here, seq.ident), _state(there, seq.ident)
             if not (_done(h2, RESIDUE["here"]) and _done(t2, RESIDUE["there"])):
-                raise PreconditionError(
-                    f"sequence {s['seq_schema']}.{s['seq_name']} did not take "
-                    f"the interleave settings: here {h2}, there {t2}"
+                raise StepFailedAfterChange(
+                    f"sequence {seq.label} did not take the interleave settings: here {h2}, "
+                    f"there {t2}; sequences interleaved before it: "
+                    f"{[r['sequence'] for r in rows]}; re-run this step"
                 )
             rows.append(
                 {
-                    "sequence": f"{s['seq_schema']}.{s['seq_name']}",
-                    "column": f"{s['table']}.{s['column']}",
+                    "sequence": seq.label,
+                    "used by": ", ".join(f"{tb}.{c}" for tb, c, _ in seq.users),
                     "here_next": f"{h2['start_value']} + 2k" if not done_here else "unchanged",
                     "there_next": f"{t2['start_value']} + 2k" if not done_there else "unchanged",
                     "already_done": done_here and done_there,
                 }
             )
-    df = pd.DataFrame(rows)
     all_done = bool(rows) and all(r["already_done"] for r in rows)
     return StepResult(
         "sequences",
         f"interleave on {len(rows)} sequences: {cfg.here} odd, {cfg.there} even, INCREMENT BY 2",
         already_done=all_done,
-        tables={"sequences": df},
+        tables={"sequences": pd.DataFrame(rows)},
     )
 
 
-def _catch_up_target(cfg: BootstrapConfig, owned: list[dict[str, Any]]) -> StepResult:
+def _catch_up_target(cfg: BootstrapConfig, used: list[UsedSequence]) -> StepResult:
     """Strategy none: increments stay, but the target's sequences (left at their start by the
     structure copy) move up to the source's value so its first insert does not collide."""
     rows = []
     with connect(cfg.source) as here, connect(cfg.target) as there:
-        for s in owned:
-            seq = sql.Identifier(s["seq_schema"], s["seq_name"])
+        for seq in used:
             high = max(
-                _state(here, seq)["last_value"],
-                _column_max(here, s["table"], s["column"]),
-                _column_max(there, s["table"], s["column"]),
+                _state(here, seq.ident)["last_value"],
+                _highest_used(here, seq),
+                _highest_used(there, seq),
             )
-            current = _state(there, seq)["last_value"]
+            current = _state(there, seq.ident)["last_value"]
             if current < high:
-                there.execute(setval_sql(there, seq, high))
+                there.execute(setval_sql(there, seq.ident, high))
             rows.append(
                 {
-                    "sequence": f"{s['seq_schema']}.{s['seq_name']}",
-                    "column": f"{s['table']}.{s['column']}",
+                    "sequence": seq.label,
+                    "used by": ", ".join(f"{t}.{c}" for t, c, _ in seq.users),
                     "there_last_value": max(current, high),
                     "already_done": current >= high,
                 }
             )
     return StepResult(
         "sequences",
-        f"sequence_strategy is none: {len(owned)} sequences keep their increments (the target's "
+        f"sequence_strategy is none: {len(used)} sequences keep their increments (the target's "
         "moved up to the source's value); the operator must keep both masters from handing out "
         "the same ids",
         tables={"sequences": pd.DataFrame(rows)},
@@ -168,30 +256,34 @@ def plan_sequences(cfg: BootstrapConfig) -> list[str]:
     """What apply_sequence_strategy would run now (read-only; the values are chosen again at
     run time, under the sequence's lock)."""
     with connect(cfg.source) as here:
-        owned = catalog.owned_sequences(here, list(replicated_tables(cfg)))
+        used = used_sequences(here, list(replicated_tables(cfg)))
         target_ready = schema.target_marker(cfg) is not None
         actions = []
-        for s in owned:
-            seq = sql.Identifier(s["seq_schema"], s["seq_name"])
-            h = _state(here, seq)
-            high = max(h["last_value"], _column_max(here, s["table"], s["column"]))
+        for seq in used:
+            h = _state(here, seq.ident)
+            high = max(h["last_value"], _highest_used(here, seq))
             if target_ready:
                 with connect(cfg.target) as there:
-                    if catalog.schema_exists(there, s["seq_schema"]):
-                        high = max(high, _column_max(there, s["table"], s["column"]))
+                    if catalog.schema_exists(there, seq.schema):
+                        high = max(high, _highest_used(there, seq))
             if cfg.sequence_strategy == "none":
-                actions.append(f"on {cfg.target}: {setval_sql(here, seq, high).as_string(here)}")
+                actions.append(
+                    f"on {cfg.target}: {setval_sql(here, seq.ident, high).as_string(here)}"
+                )
                 continue
             if _done(h, RESIDUE["here"]):
-                actions.append(f"{s['seq_schema']}.{s['seq_name']}: already interleaved")
+                actions.append(f"{seq.label}: already interleaved")
                 continue
             start = _next_with_residue(high + MARGIN, RESIDUE["here"])
             actions.append(
-                f"on {cfg.source}: BEGIN; {lock_sql(seq).as_string(here)}; "
-                f"{restart_sql(seq, start).as_string(here)}; COMMIT  "
-                "# start: the next odd number above every id used, plus a margin"
+                f"on {cfg.source}: BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'; "
+                f"{lock_sql(seq.ident).as_string(here)}; "
+                f"{restart_sql(seq.ident, start).as_string(here)}; COMMIT  "
+                "# retried until the lock is free; start: the next odd number above every id "
+                f"used by {', '.join(f'{t}.{c}' for t, c, _ in seq.users)}, plus a margin"
             )
             actions.append(
-                f"on {cfg.target}: {restart_sql(seq, _next_with_residue(start, 0)).as_string(here)}"
+                f"on {cfg.target}: "
+                f"{restart_sql(seq.ident, _next_with_residue(start, 0)).as_string(here)}"
             )
     return actions
