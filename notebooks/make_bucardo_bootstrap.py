@@ -33,6 +33,7 @@ conflict_strategy: str = ""  # empty: priority list here first; or bucardo_lates
 sequence_strategy: str = "interleave"  # interleave (here odd, there even), or none
 copy_jobs: int = 2  # tables copied in parallel
 drain_timeout_s: float = 600  # how long to wait for the backlog to replicate
+verify_timeout_s: float = 300  # how long verify may follow rows that keep changing before it gives up
 dry_run: bool = False  # run read-only steps; show the commands and SQL of changing steps instead of running them
 interactive: bool = True  # JupyterLab: confirm each changing step in the step panel (runbook run sets False)
 """  # noqa: E501 (the contract's exact text for dry_run and interactive)
@@ -74,10 +75,11 @@ CELLS = [
     (
         "md",
         "## 1. Preflight (read-only)\nBoth servers reachable, superuser, Bucardo present, "
-        "plperlu on the control cluster, every table keyed (tables without a key are named "
-        "and left out, or stop the run when listed explicitly), the target absent, empty or "
-        "a resumed run of this bootstrap, and the sequences behind serial/identity columns "
-        "with the strategy that will be applied.",
+        "plperlu on the control cluster, every table keyed (tables Bucardo cannot replicate "
+        "are named and left out, or stop the run when listed explicitly), partitioned tables "
+        "with the partitions that replicate them, the target absent, empty or a resumed run "
+        "of this bootstrap, and every sequence the tables use (owned, identity, or only "
+        "called by a column default) with the strategy that will be applied.",
     ),
     ("code", 'runbook.run("preflight")'),
     (
@@ -93,9 +95,11 @@ CELLS = [
         "md",
         "## 3. Bucardo objects\nBucardo's control database (installed when missing), both "
         "databases, the relgroup, the dbgroup with both as `source`, and the sync with "
-        "`autokick=0` and an explicit conflict strategy. From here on every change on either "
-        "side is logged in the delta queue. The daemon is (re)started after the sync exists "
-        "so that its purge process runs.",
+        "`autokick=0` and an explicit conflict strategy. Bucardo's triggers are installed "
+        "first by the runbook, one table per short transaction (`lock_timeout`, retried), so "
+        "the application waits at most a moment and never deadlocks with them. From here on "
+        "every change on either side is logged in the delta queue. The daemon is "
+        "(re)started after the sync exists so that its purge process runs.",
     ),
     ("code", 'runbook.run("bucardo_objects")'),
     (
@@ -109,8 +113,8 @@ CELLS = [
     (
         "md",
         "## 5. Sequences\nBefore both sides take writes: with `interleave`, every sequence "
-        "behind a replicated serial/identity column counts by 2, odd on `here`, even on "
-        "`there`, restarted above every id either side has used.",
+        "the replicated tables use counts by 2, odd on `here`, even on `there`, restarted "
+        "above every id either side has used (a shared sequence: above all its tables).",
     ),
     ("code", 'runbook.run("sequences")'),
     (
@@ -122,9 +126,12 @@ CELLS = [
     ("code", 'runbook.plot("enable_and_drain")'),
     (
         "md",
-        "## 7. Verify\nExact row counts and content fingerprints per table on both sides. "
-        "Keys that differ while writes flow are re-checked after the next drain; only "
-        "differences that persist count, and then this cell fails.",
+        "## 7. Verify\nRow counts and content fingerprints per table on both sides, while "
+        "writes continue. Every key that differs is followed: read again once Bucardo has "
+        "replicated what was logged before (in flight, proven equal), held still for a "
+        "moment if it changes every time (a `FOR SHARE` lock of at most half a second), or "
+        "shown different (unchanged, nothing pending in Bucardo). The cell fails on any "
+        "difference, or on keys still unproven after `verify_timeout_s`.",
     ),
     ("code", 'runbook.run("verify")'),
     ("md", "## 8. Both directions\nA marker row written on each side must appear on the other."),

@@ -20,7 +20,7 @@ def good() -> dict[str, Any]:
         "sync": "widgets_sync", "bucardo_host": "localhost", "bucardo_port": 5434,
         "bucardo_dbname": "bucardo", "bucardo_rundir": "/var/run/bucardo",
         "copy_roles": False, "conflict_strategy": "", "sequence_strategy": "interleave",
-        "copy_jobs": 2, "drain_timeout_s": 300,
+        "copy_jobs": 2, "drain_timeout_s": 300, "verify_timeout_s": 300,
     }  # fmt: skip
 
 

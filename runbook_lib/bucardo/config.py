@@ -58,6 +58,7 @@ class BootstrapConfig:
     sequence_strategy: str
     copy_jobs: int
     drain_timeout_s: float
+    verify_timeout_s: float
 
     @property
     def source(self) -> Endpoint:
@@ -196,11 +197,12 @@ def _problems(p: dict[str, Any]) -> list[str]:
         isinstance(jobs, int) and not isinstance(jobs, bool) and 1 <= jobs <= MAX_COPY_JOBS,
         f"copy_jobs={jobs!r}: an integer from 1 to {MAX_COPY_JOBS}",
     )
-    timeout = p["drain_timeout_s"]
-    check(
-        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
-        f"drain_timeout_s={timeout!r}: a positive number of seconds",
-    )
+    for name in ("drain_timeout_s", "verify_timeout_s"):
+        timeout = p[name]
+        check(
+            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
+            f"{name}={timeout!r}: a positive number of seconds",
+        )
     return problems
 
 
@@ -227,6 +229,7 @@ def validate_parameters(**params: Any) -> BootstrapConfig:
     values["schemas"] = tuple(params["schemas"])
     values["bucardo_rundir"] = Path(params["bucardo_rundir"])
     values["drain_timeout_s"] = float(params["drain_timeout_s"])
+    values["verify_timeout_s"] = float(params["verify_timeout_s"])
     return BootstrapConfig(**values)
 
 

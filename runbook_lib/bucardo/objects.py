@@ -87,6 +87,32 @@ def share_passwords(cfg: BootstrapConfig) -> list[str]:
     return stored
 
 
+# Bucardo 5.6 asks whether a table has pending changes with a LIMIT 1 anti-join of its delta and
+# track tables that the planner runs as a nested loop; under a sustained write load (deltas are
+# purged only after 45 s) that is quadratic: sync runs were seen taking 10 s, then 67 s, falling
+# ever further behind at 700 tps, and 0.3-1 s each with nested loops off in Bucardo's sessions.
+BUCARDO_SESSION_OPTIONS = "options='-c enable_nestloop=off'"
+DBCONN_SQL = "UPDATE bucardo.db SET dbconn = %s WHERE name = %s AND dbconn = ''"
+
+
+def tune_sessions(cfg: BootstrapConfig) -> tuple[list[str], list[str]]:
+    """Bucardo's own connections to both masters plan its delta queries without nested loops
+    (`dbconn`, kept across daemon restarts); returns (tuned now, left alone: the operator's own
+    connection options)."""
+    tuned, kept = [], []
+    with connect(cfg.control) as control:
+        for name in cfg.databases():
+            if control.execute(DBCONN_SQL, [BUCARDO_SESSION_OPTIONS, name]).rowcount:
+                tuned.append(name)
+            else:
+                row = control.execute(
+                    "SELECT dbconn FROM bucardo.db WHERE name = %s", [name]
+                ).fetchone()
+                if row and row["dbconn"] != BUCARDO_SESSION_OPTIONS:
+                    kept.append(name)
+    return tuned, kept
+
+
 EMPTY_STATE = {"dbs": {}, "relgroup": False, "relgroup_tables": [], "dbgroup": None, "sync": None}
 
 
@@ -140,6 +166,10 @@ def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
     commands = object_commands(cfg, state, replicated_tables(cfg))
     actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] == ["add", "db"]]
     actions.append(
+        f"on {cfg.control}: UPDATE bucardo.db SET dbconn = {BUCARDO_SESSION_OPTIONS!r} WHERE "
+        "name = <each master> AND dbconn = ''  # Bucardo's delta check without nested loops"
+    )
+    actions.append(
         f"on {cfg.control}: UPDATE bucardo.db SET dbpass = <the password libpq uses for "
         f"{cfg.pgsuperuser} on each master, if any> WHERE name = ...  # bound, never displayed"
     )
@@ -190,6 +220,14 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
         done.append(what)
     if stored := share_passwords(cfg):  # before anything makes Bucardo's server log in
         done.append(f"login passwords shared with Bucardo for {', '.join(stored)}")
+    tuned, kept = tune_sessions(cfg)
+    if tuned:
+        done.append(f"Bucardo's sessions on {', '.join(tuned)} plan without nested loops")
+    if kept:
+        done.append(
+            f"WARNING: {', '.join(kept)} keep their own dbconn; add {BUCARDO_SESSION_OPTIONS} "
+            "to it, or Bucardo falls behind under a sustained write load"
+        )
     for name, ep in cfg.databases().items():
         if placed := triggers.install_placeholders(cfg, ep, list(tables)):
             done.append(

@@ -1,26 +1,40 @@
-"""Step 7 (compare the two masters) and step 8 (a marker written on each side reaches the other).
+"""Step 7 (prove both masters identical while writes continue) and step 8 (a marker written on
+each side reaches the other).
 
-The comparison uses the shared engine (runbook_lib.compare): exact row counts and chunked,
-order-independent fingerprints. Writes may still flow, so mismatching keys are re-checked after
-`settle` (everything written before it is replicated); only differences that persist count."""
+The comparison engine (runbook_lib.compare) reads both masters once, chunk by chunk, and lists the
+keys that differ. Under load most of them are changes in flight; inflight.py follows each key until
+it is proven equal (read again after Bucardo caught up, or held still while the other side caught
+up) or shown different (unchanged, nothing pending in Bucardo). The step passes only when every
+key is proven equal."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from functools import partial
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, drain
+from runbook_lib.bucardo import catalog, drain, queue
 from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.inflight import KeyTracker, TableKeys, follow_until_proven
 from runbook_lib.bucardo.objects import MARKER_TABLE, replicated_tables
 from runbook_lib.bucardo.result import StepResult
+from runbook_lib.compare.result import Comparison, DataMismatch
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PreconditionError, RunbookError, WaitTimeout
 from runbook_lib.waiting import wait_until
 
 MARKER_TIMEOUT_S = 60
+MAX_KEYS_FOLLOWED = 20_000  # per table and comparison; more: compared again once caught up
+MARK_WAIT_S = 30.0
+KEYS_SHOWN = 5
+TABLE_LEVEL = ("missing", "columns only", "column ")
+
+
+class NotProven(RunbookError):
+    """Some keys kept changing until verify_timeout_s: neither proven equal nor shown different."""
 
 
 def quoted(name: str) -> str:
@@ -28,31 +42,193 @@ def quoted(name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in catalog.split_name(name))
 
 
-def verify_databases(
-    cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
-) -> StepResult:
-    """Compare every replicated table on both masters; raise when a difference persists."""
+@dataclass
+class TableOutcome:
+    rows: dict  # the latest comparison's summary row
+    table_level: str = ""  # a difference of the whole table (missing, other columns)
+    unlisted: bool = False  # time ran out before its differing keys could all be listed
+
+
+@dataclass(repr=False)
+class VerifyResult(StepResult):
+    keys: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def _wait_for_mark(cfg: BootstrapConfig, remaining_s: float, kick: bool) -> None:
+    """Until Bucardo has replicated every change logged before now (bounded); a sync that does
+    not catch up leaves the keys in flight, and the next round looks again."""
+    with contextlib.suppress(WaitTimeout):
+        drain.wait_caught_up(cfg, timeout_s=max(0.5, min(remaining_s, MARK_WAIT_S)), kick=kick)
+
+
+def _compare(cfg: BootstrapConfig, tables: list[str], progress: bool) -> Comparison:
     from runbook_lib.compare import compare_databases
 
-    tables = [t for t in replicated_tables(cfg) if t != MARKER_TABLE]
-    comparison = compare_databases(
+    return compare_databases(
         cfg.source,
         cfg.target,
         tables=[quoted(t) for t in tables],
         schemas=cfg.schemas,
-        settle=partial(drain.settle, cfg, kick=kick),
         labels=(cfg.here, cfg.there),
         progress=progress,
+        max_keys=MAX_KEYS_FOLLOWED,
     )
-    result = StepResult(
-        "verify",
-        f"{len(tables)} tables compared: "
-        + ("identical" if comparison.identical else "DIFFERENCES persist after a drain"),
-        tables={"summary": comparison.summary, "differences": comparison.differences},
-    )
-    if not comparison.identical:
-        comparison.raise_if_different()
+
+
+def _absorb(
+    comparison: Comparison, outcomes: dict[str, TableOutcome], tracker: KeyTracker
+) -> list[str]:
+    """Record a comparison; returns the tables to compare again (keys not all listed)."""
+    again = []
+    for row in comparison.summary.to_dict("records"):
+        name = row["table"]
+        outcome = outcomes.setdefault(name, TableOutcome(row))
+        outcome.rows = row
+        if row["verdict"] == "identical":
+            continue
+        if row["verdict"].startswith("missing") or any(
+            row["note"].startswith(p) for p in TABLE_LEVEL[1:]
+        ):
+            outcome.table_level = row["note"] or row["verdict"]
+            continue
+        if name in comparison.found:
+            tracker.follow(name, comparison.found[name])
+        if name in comparison.incomplete or name not in comparison.found:
+            again.append(name)  # more keys than listed, or chunks that changed while read
+    return again
+
+
+def _table_rows(cfg: BootstrapConfig, outcomes: dict[str, TableOutcome], tracker: KeyTracker):
+    here, there = f"rows {cfg.here}", f"rows {cfg.there}"
+    rows = []
+    for name, outcome in outcomes.items():
+        tk: TableKeys | None = tracker.tables.get(name)
+        rows.append(
+            {
+                "table": name,
+                here: outcome.rows[f"rows_{cfg.here}"],
+                there: outcome.rows[f"rows_{cfg.there}"],
+                "chunks": outcome.rows["chunks"],
+                "keys re-checked": len(tk.keys) if tk else 0,
+                "in flight (proven later)": tk.count("in flight") if tk else 0,
+                "different": tk.count("different") if tk else 0,
+                "unproven": tk.count("pending") if tk else 0,
+                "verdict": _verdict(outcome, tk),
+            }
+        )
+    df = pd.DataFrame(rows)
+    for col in (here, there):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def _verdict(outcome: TableOutcome, tk: TableKeys | None) -> str:
+    if outcome.table_level:
+        return f"DIFFERENT: {outcome.table_level}"
+    if tk and tk.count("different"):
+        return "DIFFERENT"
+    if (tk and tk.count("pending")) or outcome.unlisted:
+        return "UNPROVEN"
+    return "identical"
+
+
+def _key_rows(tracker: KeyTracker, verdicts: tuple[str, ...]) -> pd.DataFrame:
+    la, lb = tracker.labels
+    rows = []
+    for name, tk in tracker.tables.items():
+        for key, st in tk.keys.items():
+            if st.verdict not in verdicts:
+                continue
+            ha, hb = st.seen
+            kind = f"missing {la}" if ha is None else f"missing {lb}" if hb is None else "values"
+            rows.append(
+                {
+                    "table": name,
+                    "key": key[0] if len(key) == 1 else "(" + ", ".join(key) + ")",
+                    "differs in": kind,
+                    "verdict": "unproven" if st.verdict == "pending" else st.verdict,
+                    "why": st.how or "changed in every round",
+                }
+            )
+    return pd.DataFrame(rows, columns=["table", "key", "differs in", "verdict", "why"])
+
+
+def verify_databases(
+    cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
+) -> VerifyResult:
+    """Compare every replicated table on both masters under load; raise unless every differing
+    key is proven to be a change in flight."""
+    started = time.monotonic()
+    deadline = started + cfg.verify_timeout_s
+    tables = [t for t in replicated_tables(cfg) if t != MARKER_TABLE]
+    comparison = _compare(cfg, tables, progress)
+    compare_s = time.monotonic() - started
+    fast = (comparison.summary["method"] == "hash_record_extended").any()
+    outcomes: dict[str, TableOutcome] = {}
+    with KeyTracker(cfg, (cfg.here, cfg.there), bool(fast)) as tracker:
+        again = _absorb(comparison, outcomes, tracker)
+        while again and time.monotonic() < deadline:
+            _wait_for_mark(cfg, deadline - time.monotonic(), kick)
+            names = [catalog.bucardo_table_name(n) for n in again]
+            again = _absorb(_compare(cfg, names, False), outcomes, tracker)
+        rounds = follow_until_proven(
+            tracker, deadline, lambda remaining: _wait_for_mark(cfg, remaining, kick)
+        )
+        for name in again:
+            outcomes[name].unlisted = True
+        table = _table_rows(cfg, outcomes, tracker)
+        keys = _key_rows(tracker, ("different", "pending"))
+        in_flight = int(table["in flight (proven later)"].sum())
+        detail = (
+            f"{len(tables)} tables, {int(table['keys re-checked'].sum())} keys re-checked in "
+            f"{rounds} rounds, {in_flight} in flight and proven equal later "
+            f"({tracker.locks_held} row locks held at most {tracker.longest_hold_s:.2f} s); "
+            f"compare {compare_s:.1f} s, in all {time.monotonic() - started:.1f} s"
+        )
+        result = VerifyResult(
+            "verify",
+            ("identical: " if (table["verdict"] == "identical").all() else "NOT proven: ") + detail,
+            tables={"tables": table, "keys": keys},
+            keys=keys,
+        )
+        _raise_unless_identical(cfg, table, keys, again, detail)
     return result
+
+
+def _examples(keys: pd.DataFrame, verdict: str) -> str:
+    parts = []
+    for name, group in keys[keys["verdict"] == verdict].groupby("table"):
+        shown = ", ".join(group["key"].head(KEYS_SHOWN))
+        more = f" and {len(group) - KEYS_SHOWN} more" if len(group) > KEYS_SHOWN else ""
+        parts.append(f"{name}: keys {shown}{more}")
+    return "; ".join(parts)
+
+
+def _raise_unless_identical(cfg, table: pd.DataFrame, keys: pd.DataFrame, again, detail) -> None:
+    different = table[table["verdict"].str.startswith("DIFFERENT")]
+    if len(different):
+        levels = [
+            f"{r['table']}: {r['verdict'][len('DIFFERENT: ') :]}"
+            for r in different.to_dict("records")
+            if r["verdict"] != "DIFFERENT"
+        ]
+        raise DataMismatch(
+            f"{len(different)} table(s) differ between {cfg.here} and {cfg.there}: "
+            + "; ".join([*levels, _examples(keys, "different")]).strip("; ")
+            + ". These rows differ and no change of them is waiting in Bucardo: they were "
+            "changed on one side without Bucardo (session_replication_role=replica, a disabled "
+            f"trigger) or lost a conflict. Inspect them on both sides before going on ({detail})"
+        )
+    if (table["verdict"] == "UNPROVEN").any():
+        state = queue.sync_state(cfg)
+        still = _examples(keys, "unproven") or ", ".join(again)
+        raise NotProven(
+            f"not every difference was proven to be a change in flight within "
+            f"verify_timeout_s={cfg.verify_timeout_s:g} s: {still}. They changed in every round "
+            f"(Bucardo now: {state!r}). Nothing is known to be lost: re-run this step (when the "
+            "load is lower, or with a larger verify_timeout_s); if the sync is failing, see "
+            f"{cfg.bucardo_rundir}/log.bucardo ({detail})"
+        )
 
 
 MARKER_INSERT = f"INSERT INTO {MARKER_TABLE} (id, written_on) VALUES (%s, %s)"

@@ -300,7 +300,11 @@ def _result(
         summary[col] = summary[col].astype("Int64")
     differences = pd.DataFrame(diff_rows, columns=["table", "key", "kind"])
     identical = bool((summary["verdict"] == "identical").all())
-    return Comparison(identical, summary, differences, read_at, labels)
+    found = {s.pair.name: dict(s.found.rows) for s in states if s.found and s.found.rows}
+    incomplete = {s.pair.name for s in states if s.incomplete}
+    return Comparison(
+        identical, summary, differences, read_at, labels, found=found, incomplete=incomplete
+    )
 
 
 def _SUMMARY_COLUMNS(la: str, lb: str) -> list[str]:  # noqa: N802

@@ -23,6 +23,11 @@ class Comparison:
     read_at: dict
     labels: tuple[str, str] = ("here", "there")
     notes: list[str] = field(default_factory=list)
+    # per table: differing key -> (row hash on side a, on side b), None where the row is absent
+    found: dict[str, dict[tuple[str, ...], tuple[int | None, int | None]]] = field(
+        default_factory=dict
+    )
+    incomplete: set[str] = field(default_factory=set)  # tables with more differing keys than listed
 
     def different_tables(self) -> list[str]:
         return list(self.summary.loc[self.summary["verdict"] != "identical", "table"])

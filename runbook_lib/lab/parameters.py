@@ -40,6 +40,7 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
         "sequence_strategy": "interleave",
         "copy_jobs": 2,
         "drain_timeout_s": 300,
+        "verify_timeout_s": 300,
     }
 
 

@@ -1,0 +1,291 @@
+"""Telling a change in flight from a difference, key by key, while the application keeps writing.
+
+The comparison reads each master in its own snapshot, so under load it finds keys that differ only
+because a change has not reached the other side yet. Each such key is followed in rounds; every
+round first waits until Bucardo has replicated every change logged before it (a mark), then reads
+the key again on both sides and looks for it in Bucardo's delta tables:
+
+- equal on both sides now: *in flight*, proven equal;
+- still different, but changed since the last round or with a change logged and not yet replicated
+  (a delta row with no track row for this sync's target): *in flight*, followed further;
+- still different, unchanged over two rounds with nothing pending: *different*.
+
+A hot key (it changes in every round) is proven by holding it still: its row is locked FOR SHARE
+SKIP LOCKED (never waiting, so never part of a deadlock) on one side, in one short transaction for
+all hot keys, until the other side shows the same row hash, at most HOLD_S. An application
+transaction that wants the row waits that long at most, and never fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.compare.fingerprint import Key, TableSQL, key_of
+from runbook_lib.compare.keys import load_table
+from runbook_lib.compare.names import parse_table_name
+from runbook_lib.compare.parallel import BothSides
+from runbook_lib.compare.plan import TablePair, pair_tables
+from runbook_lib.compare.session import Side, open_side
+
+STABLE_ROUNDS = 2  # unchanged and nothing pending this many rounds in a row: different
+HOLD_S = 0.5  # longest a hot row is held FOR SHARE
+POLL_S = 0.02
+LOOKUP_BATCH = 5000
+HOT_KEYS_PER_ROUND = 500  # per table and side
+LOCKER_SETTINGS = {
+    "default_transaction_read_only": "off",  # FOR SHARE needs a read-write transaction
+    "lock_timeout": "50ms",
+    "statement_timeout": "5s",
+    "idle_in_transaction_session_timeout": "2s",  # if this process stalls, the server lets go
+}
+
+Hashes = tuple[int | None, int | None]
+
+
+@dataclass
+class KeyState:
+    seen: Hashes
+    stable_rounds: int = 0
+    in_flight_rounds: int = 0
+    lock_side: int = 0
+    verdict: str = "pending"  # pending | in flight | different
+    how: str = ""
+
+
+@dataclass
+class TableKeys:
+    name: str
+    pair: TablePair
+    deltas: list[tuple[str, str] | None]  # per side: (delta table, track table)
+    keys: dict[Key, KeyState] = field(default_factory=dict)
+
+    def sql(self, side: int) -> TableSQL:
+        table_sql = self.pair.sql_a if side == 0 else self.pair.sql_b
+        assert table_sql is not None
+        return table_sql
+
+    def pending(self) -> list[Key]:
+        return [k for k, st in self.keys.items() if st.verdict == "pending"]
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for st in self.keys.values() if st.verdict == verdict)
+
+
+def _lookup(side: Side, table_sql: TableSQL, keys: list[Key], lock: bool = False) -> dict:
+    width = len(table_sql.info.key)
+    out: dict[Key, int] = {}
+    for i in range(0, len(keys), LOOKUP_BATCH):
+        query, params = table_sql.lookup(keys[i : i + LOOKUP_BATCH])
+        if lock:
+            query = query + sql.SQL(" FOR SHARE OF t SKIP LOCKED")
+        for r in side.conn.execute(query, params):
+            out[key_of(r, width)] = int(r["h"])
+    return out
+
+
+def _pending_sql(info, delta: str, track: str) -> sql.Composed:
+    key = info.key
+    return sql.SQL(
+        "SELECT DISTINCT {texts} FROM {delta} d JOIN unnest({arrays}) AS u({names}) ON {join} "
+        "WHERE NOT EXISTS (SELECT 1 FROM {track} tr "
+        "WHERE tr.txntime = d.txntime AND tr.target = %s)"
+    ).format(
+        texts=sql.SQL(", ").join(
+            sql.SQL("d.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"k{i}"))
+            for i, k in enumerate(key)
+        ),
+        delta=sql.Identifier("bucardo", delta),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in key),
+        names=sql.SQL(", ").join(sql.Identifier(f"u{i}") for i in range(len(key))),
+        join=sql.SQL(" AND ").join(
+            sql.SQL("d.{} = u.{}::{}").format(
+                sql.Identifier(k), sql.Identifier(f"u{i}"), sql.SQL(info.column(k).type)
+            )
+            for i, k in enumerate(key)
+        ),
+        track=sql.Identifier("bucardo", track),
+    )
+
+
+class KeyTracker:
+    """Both masters' sessions (reads, and row locks for hot keys) and the keys being followed."""
+
+    def __init__(self, cfg: BootstrapConfig, labels: tuple[str, str], fast: bool) -> None:
+        self.cfg = cfg
+        self.labels = labels
+        self.fast = fast
+        eps = (cfg.source, cfg.target)
+        self.sides = [open_side(labels[0], eps[0])]
+        self.lockers: list[Side] = []
+        try:
+            self.sides.append(open_side(labels[1], eps[1]))
+            for i, ep in enumerate(eps):
+                self.lockers.append(open_side(labels[i], ep))
+                self.lockers[i].conn.execute(
+                    "SELECT pg_catalog.set_config(name, value, false) "
+                    "FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+                    [list(LOCKER_SETTINGS), list(LOCKER_SETTINGS.values())],
+                )
+        except BaseException:
+            self.close()
+            raise
+        self.both = BothSides()
+        self.tables: dict[str, TableKeys] = {}
+        self.locks_held = 0
+        self.longest_hold_s = 0.0
+
+    def close(self) -> None:
+        for side in [*self.sides, *self.lockers]:
+            side.close()
+        if hasattr(self, "both"):
+            self.both.close()
+
+    def __enter__(self) -> KeyTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what to follow
+    def follow(self, table: str, found: dict[Key, Hashes]) -> None:
+        if table not in self.tables:
+            schema, name = parse_table_name(table)
+            infos = [load_table(s.conn, schema, name) for s in self.sides]
+            pair = pair_tables(table, infos[0], infos[1], fast=self.fast, labels=self.labels)
+            deltas = [self._delta_of(s.conn, f"{schema}.{name}") for s in self.sides]
+            self.tables[table] = TableKeys(table, pair, deltas)
+        tk = self.tables[table]
+        for key, hashes in found.items():
+            if key not in tk.keys or tk.keys[key].verdict != "pending":
+                tk.keys[key] = KeyState(hashes)
+
+    def _delta_of(self, conn: psycopg.Connection, table: str) -> tuple[str, str] | None:
+        if not catalog.schema_exists(conn, "bucardo"):
+            return None
+        for r in conn.execute(
+            "SELECT tablename, deltaname, trackname FROM bucardo.bucardo_delta_names "
+            "WHERE sync = %s",
+            [self.cfg.sync],
+        ):
+            if catalog.bucardo_table_name(r["tablename"]) == table:
+                return catalog.unquote(r["deltaname"]), catalog.unquote(r["trackname"])
+        return None
+
+    def pending_count(self) -> int:
+        return sum(len(t.pending()) for t in self.tables.values())
+
+    # -- one round
+    def _pending_deltas(self, side: int, tk: TableKeys, keys: list[Key]) -> set[Key] | None:
+        delta = tk.deltas[side]
+        if delta is None:
+            return None
+        conn = self.sides[side].conn
+        info = tk.sql(side).info
+        query = _pending_sql(info, *delta)
+        out: set[Key] = set()
+        for i in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[i : i + LOOKUP_BATCH]
+            params = [[k[j] for k in batch] for j in range(len(info.key))]
+            try:
+                rows = conn.execute(query, [*params, self.cfg.delta_target]).fetchall()
+            except psycopg.errors.UndefinedColumn:  # Bucardo keyed the table differently
+                return None
+            out.update(key_of(r, len(info.key)) for r in rows)
+        return out
+
+    def _read_side(self, side: int, tk: TableKeys, keys: list[Key]):
+        return _lookup(self.sides[side], tk.sql(side), keys), self._pending_deltas(side, tk, keys)
+
+    def observe(self) -> None:
+        """Read every pending key again on both sides and classify it."""
+        for tk in self.tables.values():
+            keys = tk.pending()
+            if not keys:
+                continue
+            (ha, pa), (hb, pb) = self.both(
+                lambda tk=tk, keys=keys: self._read_side(0, tk, keys),
+                lambda tk=tk, keys=keys: self._read_side(1, tk, keys),
+            )
+            for key in keys:
+                st = tk.keys[key]
+                now = (ha.get(key), hb.get(key))
+                if now[0] == now[1]:
+                    st.verdict, st.how = "in flight", "equal when read again"
+                    continue
+                pending = pa is None or pb is None or key in pa or key in pb
+                if pending or now != st.seen:
+                    st.in_flight_rounds += 1
+                    st.stable_rounds = 0
+                else:
+                    st.stable_rounds += 1
+                    if st.stable_rounds >= STABLE_ROUNDS:
+                        st.verdict, st.how = "different", "unchanged, nothing pending in Bucardo"
+                st.seen = now
+
+    def hot(self) -> dict[str, list[Key]]:
+        return {
+            name: [k for k in tk.pending() if tk.keys[k].in_flight_rounds >= 1]
+            for name, tk in self.tables.items()
+        }
+
+    def hold_and_match(self, hot: dict[str, list[Key]], deadline: float) -> None:
+        """Hot keys: held FOR SHARE on one side while the other side catches up."""
+        for side in (0, 1):
+            groups = {
+                name: [k for k in keys if self.tables[name].keys[k].lock_side == side][
+                    :HOT_KEYS_PER_ROUND
+                ]
+                for name, keys in hot.items()
+            }
+            groups = {n: ks for n, ks in groups.items() if ks}
+            if groups and time.monotonic() < deadline:
+                self._hold(side, groups, deadline)
+
+    def _hold(self, side: int, groups: dict[str, list[Key]], deadline: float) -> None:
+        locker, other = self.lockers[side], self.sides[1 - side]
+        held: dict[str, dict[Key, int]] = {}
+        with locker.conn.transaction():
+            started = time.monotonic()
+            for name, keys in groups.items():
+                held[name] = _lookup(locker, self.tables[name].sql(side), keys, lock=True)
+            self.locks_held += sum(len(h) for h in held.values())
+            until = min(started + HOLD_S, deadline)
+            while any(held.values()) and time.monotonic() < until:
+                for name, rows in held.items():
+                    tk = self.tables[name]
+                    current = _lookup(other, tk.sql(1 - side), list(rows))
+                    for key in [k for k, h in rows.items() if current.get(k) == h]:
+                        st = tk.keys[key]
+                        st.verdict = "in flight"
+                        st.how = f"equal while held still on {self.labels[side]}"
+                        del rows[key]
+                if any(held.values()):
+                    time.sleep(POLL_S)
+            self.longest_hold_s = max(self.longest_hold_s, time.monotonic() - started)
+        for name, keys in groups.items():
+            for key in keys:
+                st = self.tables[name].keys[key]
+                if st.verdict == "pending":
+                    st.lock_side = 1 - side  # try holding it on the other side next time
+
+
+def follow_until_proven(
+    tracker: KeyTracker, deadline: float, wait_for_mark: Callable[[float], None]
+) -> int:
+    """Rounds until every key is classified or the deadline passes; returns the rounds run."""
+    rounds = 0
+    while tracker.pending_count() and time.monotonic() < deadline:
+        rounds += 1
+        wait_for_mark(deadline - time.monotonic())
+        tracker.observe()
+        hot = tracker.hot()
+        if any(hot.values()):
+            tracker.hold_and_match(hot, deadline)
+    return rounds
