@@ -175,7 +175,7 @@ def _workload(args: argparse.Namespace) -> int:
     )
     print(
         f"committed {summary.committed} changes in {summary.seconds:.1f} s "
-        f"({summary.in_doubt} in doubt); ledger: {summary.ledger}"
+        f"({summary.in_doubt} in doubt, {summary.failed} failed); ledger: {summary.ledger}"
     )
     return 0
 

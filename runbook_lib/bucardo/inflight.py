@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
@@ -33,11 +34,18 @@ from runbook_lib.compare.names import parse_table_name
 from runbook_lib.compare.parallel import BothSides
 from runbook_lib.compare.plan import TablePair, pair_tables
 from runbook_lib.compare.session import Side, open_side
+from runbook_lib.connection import connect
 
 STABLE_ROUNDS = 2  # unchanged and nothing pending this many rounds in a row: different
-HOLD_S = 0.5  # longest a hot row is held FOR SHARE
+HOLD_S = 0.8  # longest a hot row is held FOR SHARE: an application waits less than a second
+ALIGN_S = 1.0  # longest wait for the running sync to end before a hold starts
+DIFFERENT_GRACE_S = 20.0  # once a key is shown different, follow the others this long at most
+ROUND_WAIT_S = 30.0  # longest wait in one round for Bucardo to replicate the followed keys
 POLL_S = 0.02
 LOOKUP_BATCH = 5000
+MARK_POLL_S = 0.05
+KICK_AFTER_S = 5.0
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 HOT_KEYS_PER_ROUND = 500  # per table and side
 LOCKER_SETTINGS = {
     "default_transaction_read_only": "off",  # FOR SHARE needs a read-write transaction
@@ -91,10 +99,12 @@ def _lookup(side: Side, table_sql: TableSQL, keys: list[Key], lock: bool = False
 
 
 def _pending_sql(info, delta: str, track: str) -> sql.Composed:
+    """The keys among %s (text arrays) with a change logged before %s and not yet replicated to
+    target %s."""
     key = info.key
     return sql.SQL(
         "SELECT DISTINCT {texts} FROM {delta} d JOIN unnest({arrays}) AS u({names}) ON {join} "
-        "WHERE NOT EXISTS (SELECT 1 FROM {track} tr "
+        "WHERE d.txntime <= %s AND NOT EXISTS (SELECT 1 FROM {track} tr "
         "WHERE tr.txntime = d.txntime AND tr.target = %s)"
     ).format(
         texts=sql.SQL(", ").join(
@@ -126,13 +136,8 @@ class KeyTracker:
         self.lockers: list[Side] = []
         try:
             self.sides.append(open_side(labels[1], eps[1]))
-            for i, ep in enumerate(eps):
-                self.lockers.append(open_side(labels[i], ep))
-                self.lockers[i].conn.execute(
-                    "SELECT pg_catalog.set_config(name, value, false) "
-                    "FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
-                    [list(LOCKER_SETTINGS), list(LOCKER_SETTINGS.values())],
-                )
+            for i in (0, 1):
+                self.lockers.append(self._open_locker(i))
         except BaseException:
             self.close()
             raise
@@ -140,6 +145,17 @@ class KeyTracker:
         self.tables: dict[str, TableKeys] = {}
         self.locks_held = 0
         self.longest_hold_s = 0.0
+        self.first_different_at: float | None = None
+
+    def _open_locker(self, side: int) -> Side:
+        ep = (self.cfg.source, self.cfg.target)[side]
+        locker = open_side(self.labels[side], ep)
+        locker.conn.execute(
+            "SELECT pg_catalog.set_config(name, value, false) "
+            "FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+            [list(LOCKER_SETTINGS), list(LOCKER_SETTINGS.values())],
+        )
+        return locker
 
     def close(self) -> None:
         for side in [*self.sides, *self.lockers]:
@@ -182,7 +198,11 @@ class KeyTracker:
         return sum(len(t.pending()) for t in self.tables.values())
 
     # -- one round
-    def _pending_deltas(self, side: int, tk: TableKeys, keys: list[Key]) -> set[Key] | None:
+    def _pending_deltas(
+        self, side: int, tk: TableKeys, keys: list[Key], before: datetime = FAR_FUTURE
+    ) -> set[Key] | None:
+        """Keys with a change logged (before `before`) that Bucardo has not replicated yet;
+        None when this side's delta table cannot tell."""
         delta = tk.deltas[side]
         if delta is None:
             return None
@@ -194,11 +214,36 @@ class KeyTracker:
             batch = keys[i : i + LOOKUP_BATCH]
             params = [[k[j] for k in batch] for j in range(len(info.key))]
             try:
-                rows = conn.execute(query, [*params, self.cfg.delta_target]).fetchall()
+                rows = conn.execute(query, [*params, before, self.cfg.delta_target]).fetchall()
             except psycopg.errors.UndefinedColumn:  # Bucardo keyed the table differently
                 return None
             out.update(key_of(r, len(info.key)) for r in rows)
         return out
+
+    def wait_for_mark(self, timeout_s: float, kick: Callable[[], object] | None) -> bool:
+        """Until every change of a followed key logged before now (each side's own clock) is
+        replicated; False when `timeout_s` passed first (the keys stay in flight). `kick` is
+        called once if it takes longer than KICK_AFTER_S."""
+        marks = [side.now() for side in self.sides]
+        started = time.monotonic()
+        kicked = kick is None
+        while True:
+            waiting = 0
+            for tk in self.tables.values():
+                keys = tk.pending()
+                for side in (0, 1):
+                    if keys:
+                        found = self._pending_deltas(side, tk, keys, marks[side])
+                        waiting += len(found) if found is not None else 0
+            if not waiting:
+                return True
+            elapsed = time.monotonic() - started
+            if elapsed >= timeout_s:
+                return False
+            if not kicked and elapsed >= KICK_AFTER_S:
+                kicked = True
+                kick()
+            time.sleep(MARK_POLL_S)
 
     def _read_side(self, side: int, tk: TableKeys, keys: list[Key]):
         return _lookup(self.sides[side], tk.sql(side), keys), self._pending_deltas(side, tk, keys)
@@ -227,6 +272,8 @@ class KeyTracker:
                     st.stable_rounds += 1
                     if st.stable_rounds >= STABLE_ROUNDS:
                         st.verdict, st.how = "different", "unchanged, nothing pending in Bucardo"
+                        if self.first_different_at is None:
+                            self.first_different_at = time.monotonic()
                 st.seen = now
 
     def hot(self) -> dict[str, list[Key]]:
@@ -246,11 +293,33 @@ class KeyTracker:
             }
             groups = {n: ks for n, ks in groups.items() if ks}
             if groups and time.monotonic() < deadline:
-                self._hold(side, groups, deadline)
+                try:
+                    self._hold(side, groups, deadline)
+                except psycopg.OperationalError:  # e.g. the server ended a hold this process
+                    self._reopen_locker(side)  # stalled in: the keys are tried again later
+
+    def _reopen_locker(self, side: int) -> None:
+        self.lockers[side].close()
+        self.lockers[side] = self._open_locker(side)
+
+    def _between_sync_runs(self) -> None:
+        """Wait (briefly) for the sync run in progress to end: a run that starts after the rows
+        are held carries their last change, so the hold is about one run long."""
+        until = time.monotonic() + ALIGN_S
+        with connect(self.cfg.control, application_name="runbook_bucardo_verify") as control:
+            while time.monotonic() < until:
+                running = control.execute(
+                    "SELECT count(*) AS n FROM bucardo.syncrun WHERE sync = %s AND ended IS NULL",
+                    [self.cfg.sync],
+                ).fetchone()["n"]
+                if not running:
+                    return
+                time.sleep(POLL_S)
 
     def _hold(self, side: int, groups: dict[str, list[Key]], deadline: float) -> None:
         locker, other = self.lockers[side], self.sides[1 - side]
         held: dict[str, dict[Key, int]] = {}
+        self._between_sync_runs()
         with locker.conn.transaction():
             started = time.monotonic()
             for name, keys in groups.items():
@@ -277,13 +346,15 @@ class KeyTracker:
 
 
 def follow_until_proven(
-    tracker: KeyTracker, deadline: float, wait_for_mark: Callable[[float], None]
+    tracker: KeyTracker, deadline: float, kick: Callable[[], object] | None
 ) -> int:
     """Rounds until every key is classified or the deadline passes; returns the rounds run."""
     rounds = 0
     while tracker.pending_count() and time.monotonic() < deadline:
+        if tracker.first_different_at is not None:
+            deadline = min(deadline, tracker.first_different_at + DIFFERENT_GRACE_S)
         rounds += 1
-        wait_for_mark(deadline - time.monotonic())
+        tracker.wait_for_mark(min(ROUND_WAIT_S, deadline - time.monotonic()), kick)
         tracker.observe()
         hot = tracker.hot()
         if any(hot.values()):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from runbook_lib.bucardo import catalog, drain, queue
 from runbook_lib.bucardo.config import BootstrapConfig
+from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.inflight import KeyTracker, TableKeys, follow_until_proven
 from runbook_lib.bucardo.objects import MARKER_TABLE, replicated_tables
 from runbook_lib.bucardo.result import StepResult
@@ -93,8 +94,9 @@ def _absorb(
             continue
         if name in comparison.found:
             tracker.follow(name, comparison.found[name])
-        if name in comparison.incomplete or name not in comparison.found:
-            again.append(name)  # more keys than listed, or chunks that changed while read
+        if name in comparison.incomplete:
+            again.append(name)  # more differing keys than listed: compare again
+        # chunks that differed with no differing row left when drilled were equal then
     return again
 
 
@@ -172,7 +174,7 @@ def verify_databases(
             names = [catalog.bucardo_table_name(n) for n in again]
             again = _absorb(_compare(cfg, names, False), outcomes, tracker)
         rounds = follow_until_proven(
-            tracker, deadline, lambda remaining: _wait_for_mark(cfg, remaining, kick)
+            tracker, deadline, (lambda: BucardoCtl(cfg).kick(1)) if kick else None
         )
         for name in again:
             outcomes[name].unlisted = True
@@ -212,13 +214,15 @@ def _raise_unless_identical(cfg, table: pd.DataFrame, keys: pd.DataFrame, again,
             for r in different.to_dict("records")
             if r["verdict"] != "DIFFERENT"
         ]
-        raise DataMismatch(
+        mismatch = DataMismatch(
             f"{len(different)} table(s) differ between {cfg.here} and {cfg.there}: "
             + "; ".join([*levels, _examples(keys, "different")]).strip("; ")
             + ". These rows differ and no change of them is waiting in Bucardo: they were "
             "changed on one side without Bucardo (session_replication_role=replica, a disabled "
             f"trigger) or lost a conflict. Inspect them on both sides before going on ({detail})"
         )
+        mismatch.keys = keys[keys["verdict"] == "different"].reset_index(drop=True)
+        raise mismatch
     if (table["verdict"] == "UNPROVEN").any():
         state = queue.sync_state(cfg)
         still = _examples(keys, "unproven") or ", ".join(again)

@@ -54,6 +54,7 @@ class WorkloadSummary:
     committed: int
     in_doubt: int
     seconds: float
+    failed: int = 0
 
 
 class _Workload:
@@ -67,6 +68,7 @@ class _Workload:
         self.own_skus: list[str] = []
         self.committed = 0
         self.in_doubt = 0
+        self.failed = 0
         self.conn: psycopg.Connection | None = None
 
     def token(self) -> str:
@@ -184,8 +186,21 @@ class _Workload:
                         self.conn = None
                         time.sleep(RECONNECT_PAUSE_S)
                         continue
-                    except psycopg.Error:
-                        continue  # a refused change (e.g. a key clash) committed nothing
+                    except psycopg.Error as exc:
+                        # committed nothing; recorded, because an application must never see
+                        # an error caused by a runbook
+                        self.failed += 1
+                        table, keys = self.touching
+                        self.record(
+                            ledger,
+                            {
+                                "op": "failed",
+                                "table": table,
+                                "keys": keys,
+                                "error": str(exc).strip()[:200],
+                            },
+                        )
+                        continue
                     if entry:
                         self.committed += 1
                         self.record(ledger, entry)
@@ -197,7 +212,11 @@ class _Workload:
             if self.conn is not None:
                 self.conn.close()
         return WorkloadSummary(
-            self.ledger_path, self.committed, self.in_doubt, time.monotonic() - started
+            self.ledger_path,
+            self.committed,
+            self.in_doubt,
+            time.monotonic() - started,
+            self.failed,
         )
 
 
@@ -224,6 +243,8 @@ def expected_state(path: Path) -> dict[str, dict[Any, str | None]]:
     state: dict[str, dict[Any, Any]] = {name: {} for name in TRACKED}
     for entry in read_ledger(path):
         table = state[entry["table"]]
+        if entry["op"] == "failed":
+            continue
         if entry["op"] == "in_doubt":
             for key in entry["keys"]:
                 table[key] = _IN_DOUBT
