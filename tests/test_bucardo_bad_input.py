@@ -206,3 +206,47 @@ def test_sync_name_used_by_another_relgroup_is_refused(bad_lab):
         ConfigurationError,
         f"sync '{cfg.sync}' already exists for relgroup 'other_rels'",
     )
+
+
+@pytest.fixture
+def odd_tables(bad_lab):
+    """A table with a generated column and a partitioned table without a key, on `here`."""
+    ep = bad_lab.endpoint("here", "widgets")
+    with connect(ep) as conn:
+        conn.execute(
+            "CREATE TABLE public.priced (id int PRIMARY KEY, net numeric, "
+            "gross numeric GENERATED ALWAYS AS (net * 1.2) STORED)"
+        )
+        conn.execute("CREATE TABLE public.events (at date NOT NULL) PARTITION BY RANGE (at)")
+        conn.execute(
+            "CREATE TABLE public.events_2026 PARTITION OF public.events "
+            "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        )
+    yield
+    with connect(ep) as conn:
+        conn.execute("DROP TABLE public.priced, public.events")
+
+
+def test_listed_table_with_generated_columns_is_refused(bad_lab, odd_tables):
+    params = params_of(bad_lab, tables=["public.foo", "public.priced"])
+    assert_refused(bad_lab, params, PreconditionError, "priced: generated columns")
+
+
+def test_listed_partitioned_table_without_a_key_names_its_partitions(bad_lab, odd_tables):
+    params = params_of(bad_lab, tables=["public.events"])
+    assert_refused(bad_lab, params, PreconditionError, "events_2026: no primary key")
+
+
+def test_tables_bucardo_cannot_replicate_are_left_out_of_schemas_with_a_reason(bad_lab, odd_tables):
+    cfg = bb.validate_parameters(**params_of(bad_lab))
+    with connect(cfg.source) as conn:
+        selection = bb.selection.select_tables(cfg, conn)
+    assert "generated columns" in selection.excluded["public.priced"]
+    assert "no primary key" in selection.excluded["public.events_2026"]
+    assert "public.priced" not in selection.replicated
+    assert "public.foo" in selection.replicated
+
+
+def test_sync_name_longer_than_bucardos_trigger_names_allow_is_refused(bad_lab):
+    with pytest.raises(ConfigurationError, match="at most 42 characters"):
+        bb.validate_parameters(**params_of(bad_lab, sync="s" * 43))

@@ -118,7 +118,7 @@ class ShopWriter:
             )
             conn.execute(
                 "UPDATE shop.orders SET status = 'paid', total = total + 1 "
-                "WHERE id = %s AND placed = DATE '2026-09-15' + (%s % 120)",
+                "WHERE id = %s AND placed = DATE '2026-09-15' + (%s::int %% 120)",
                 [rng.randrange(1, 20000), rng.randrange(20000)],
             )
             conn.execute(
@@ -182,9 +182,9 @@ def test_preflight_lists_sequences_used_only_through_defaults(shop):
 def test_partitions_replicate_and_verify_under_load_without_application_errors(shop):
     cfg, results, writer = shop
     assert "identical" in results["verify"].summary
-    assert writer.commits > 100
     writer.stop()
     assert writer.errors == []
+    assert writer.commits > 100
     bb.wait_caught_up(cfg, timeout_s=120, strict=True)
     comparison = compare_databases(cfg.source, cfg.target, schemas=["shop"], progress=False)
     assert comparison.identical, comparison.summary.to_string()
@@ -200,8 +200,7 @@ def test_inserts_on_both_masters_afterwards_take_no_duplicate_key(shop):
                 "INSERT INTO shop.customers (email) VALUES (%s) RETURNING id", [f"{name}@x.y"]
             ).fetchone()["id"]
             order = conn.execute(
-                "INSERT INTO shop.orders (placed, customer) VALUES ('2026-11-20', %s) "
-                "RETURNING id",
+                "INSERT INTO shop.orders (placed, customer) VALUES ('2026-11-20', %s) RETURNING id",
                 [customer],
             ).fetchone()["id"]
             note = conn.execute(
@@ -216,10 +215,10 @@ def test_inserts_on_both_masters_afterwards_take_no_duplicate_key(shop):
         customer, _, note = made[other]
         with connect(ep) as conn:
             wait_until(
-                lambda conn=conn, note=note: conn.execute(
-                    "SELECT 1 FROM shop.order_notes WHERE id = %s", [note]
-                ).fetchone()
-                is not None,
+                lambda conn=conn, note=note: (
+                    conn.execute("SELECT 1 FROM shop.order_notes WHERE id = %s", [note]).fetchone()
+                    is not None
+                ),
                 what=f"the rows written on {other} on {name}",
                 timeout_s=60,
                 interval_s=0.2,

@@ -127,8 +127,11 @@ def _pending_sql(info, delta: str, track: str) -> sql.Composed:
 class KeyTracker:
     """Both masters' sessions (reads, and row locks for hot keys) and the keys being followed."""
 
-    def __init__(self, cfg: BootstrapConfig, labels: tuple[str, str], fast: bool) -> None:
+    def __init__(
+        self, cfg: BootstrapConfig, labels: tuple[str, str], fast: bool, *, hold: bool = True
+    ) -> None:
         self.cfg = cfg
+        self.hold = hold  # False (a dry run): no row is ever locked
         self.labels = labels
         self.fast = fast
         eps = (cfg.source, cfg.target)
@@ -357,6 +360,6 @@ def follow_until_proven(
         tracker.wait_for_mark(min(ROUND_WAIT_S, deadline - time.monotonic()), kick)
         tracker.observe()
         hot = tracker.hot()
-        if any(hot.values()):
+        if tracker.hold and any(hot.values()):
             tracker.hold_and_match(hot, deadline)
     return rounds

@@ -159,7 +159,8 @@ def verify_databases(
     cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
 ) -> VerifyResult:
     """Compare every replicated table on both masters under load; raise unless every differing
-    key is proven to be a change in flight."""
+    key is proven to be a change in flight. kick=False (a dry run) neither kicks Bucardo nor
+    holds any row still."""
     started = time.monotonic()
     deadline = started + cfg.verify_timeout_s
     tables = [t for t in replicated_tables(cfg) if t != MARKER_TABLE]
@@ -167,7 +168,7 @@ def verify_databases(
     compare_s = time.monotonic() - started
     fast = (comparison.summary["method"] == "hash_record_extended").any()
     outcomes: dict[str, TableOutcome] = {}
-    with KeyTracker(cfg, (cfg.here, cfg.there), bool(fast)) as tracker:
+    with KeyTracker(cfg, (cfg.here, cfg.there), bool(fast), hold=kick) as tracker:
         again = _absorb(comparison, outcomes, tracker)
         while again and time.monotonic() < deadline:
             _wait_for_mark(cfg, deadline - time.monotonic(), kick)
