@@ -83,7 +83,7 @@ def test_unknown_table_is_refused(bad_lab):
 
 def test_listed_table_without_a_key_is_refused(bad_lab):
     params = params_of(bad_lab, tables=["public.foo", "public.audit_log"])
-    assert_refused(bad_lab, params, PreconditionError, "without a primary key.*public.audit_log")
+    assert_refused(bad_lab, params, PreconditionError, "public.audit_log: no primary key")
 
 
 def test_unreachable_host_is_refused(bad_lab):

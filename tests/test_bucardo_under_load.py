@@ -60,6 +60,8 @@ def test_notebook_proves_both_masters_identical_under_full_pgbench_load(busy):
     proven = re.search(r"(\d+) in flight and proven equal later", text)
     assert proven, text
     assert int(proven.group(1)) > 0, "under full load some keys must have been in flight"
+    held = re.search(r"row locks held at most ([\d.]+) s", text)
+    assert held and float(held.group(1)) < 1.0, "an application may wait at most a second"
     assert pgbench.transactions() > 1000, "pgbench must have been writing throughout"
 
 
