@@ -3,8 +3,6 @@ workload keeps writing to the source: nothing lost, nothing duplicated, re-runs 
 
 from __future__ import annotations
 
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import nbformat
 import pytest
 import yaml
+from loads import Workload
 
 from runbook_lib import bucardo as bb
 from runbook_lib.bucardo.schema import restore_post_data
@@ -20,41 +19,10 @@ from runbook_lib.compare import compare_databases
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, WaitTimeout
 from runbook_lib.execute import run_notebook
-from runbook_lib.host import LOCAL
 from runbook_lib.lab import lab as lab_module
-from runbook_lib.lab.workload import read_ledger, verify_ledger
+from runbook_lib.lab.workload import verify_ledger
 
 pytestmark = pytest.mark.slow
-
-
-class Workload:
-    """`runbook lab workload` in the background, stopped with SIGTERM."""
-
-    def __init__(self, the_lab: lab_module.Lab, name: str) -> None:
-        self.ledger = the_lab.root / "workload" / f"{name}.jsonl"
-        argv = [
-            sys.executable,
-            "-m",
-            "runbook_lib.cli",
-            "lab",
-            "workload",
-            "--dir",
-            str(the_lab.root),
-            "--seconds",
-            "0",
-            "--rate",
-            "20",
-            "--ledger",
-            str(self.ledger),
-        ]
-        self.proc = LOCAL.start(argv, stdout_path=the_lab.root / "logs" / f"{name}.log")
-        time.sleep(1.5)  # some writes before the bootstrap starts
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        return sum(1 for e in read_ledger(self.ledger) if e["op"] != "in_doubt")
 
 
 def params_of(the_lab: lab_module.Lab, **overrides) -> dict:

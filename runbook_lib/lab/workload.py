@@ -147,6 +147,13 @@ class _Workload:
         ledger.write(json.dumps(entry) + "\n")
         ledger.flush()
 
+    def record_problem(self, ledger: Any, op: str, exc: Exception) -> None:
+        """A change that failed (`failed`) or whose commit is unknown (`in_doubt`)."""
+        table, keys = self.touching
+        self.record(
+            ledger, {"op": op, "table": table, "keys": keys, "error": str(exc).strip()[:200]}
+        )
+
     def run(self, seconds: float, rate: float) -> WorkloadSummary:
         stop = {"now": False}
 
@@ -173,16 +180,7 @@ class _Workload:
                         entry = self.one_change()
                     except psycopg.OperationalError as exc:
                         self.in_doubt += 1
-                        table, keys = self.touching
-                        self.record(
-                            ledger,
-                            {
-                                "op": "in_doubt",
-                                "table": table,
-                                "keys": keys,
-                                "error": str(exc).strip()[:200],
-                            },
-                        )
+                        self.record_problem(ledger, "in_doubt", exc)
                         self.conn = None
                         time.sleep(RECONNECT_PAUSE_S)
                         continue
@@ -190,16 +188,7 @@ class _Workload:
                         # committed nothing; recorded, because an application must never see
                         # an error caused by a runbook
                         self.failed += 1
-                        table, keys = self.touching
-                        self.record(
-                            ledger,
-                            {
-                                "op": "failed",
-                                "table": table,
-                                "keys": keys,
-                                "error": str(exc).strip()[:200],
-                            },
-                        )
+                        self.record_problem(ledger, "failed", exc)
                         continue
                     if entry:
                         self.committed += 1
