@@ -62,7 +62,8 @@ class KeyState:
     seen: Hashes
     stable_rounds: int = 0
     in_flight_rounds: int = 0
-    lock_side: int = 0
+    lock_side: int = 0  # where to hold it still: the side its pending changes come from
+    changed_on: int | None = None
     verdict: str = "pending"  # pending | in flight | different
     how: str = ""
 
@@ -86,7 +87,7 @@ class TableKeys:
         return sum(1 for st in self.keys.values() if st.verdict == verdict)
 
 
-def _lookup(side: Side, table_sql: TableSQL, keys: list[Key], lock: bool = False) -> dict:
+def lookup(side: Side, table_sql: TableSQL, keys: list[Key], lock: bool = False) -> dict:
     width = len(table_sql.info.key)
     out: dict[Key, int] = {}
     for i in range(0, len(keys), LOOKUP_BATCH):
@@ -127,13 +128,10 @@ def _pending_sql(info, delta: str, track: str) -> sql.Composed:
 class KeyTracker:
     """Both masters' sessions (reads, and row locks for hot keys) and the keys being followed."""
 
-    def __init__(
-        self, cfg: BootstrapConfig, labels: tuple[str, str], fast: bool, *, hold: bool = True
-    ) -> None:
+    def __init__(self, cfg: BootstrapConfig, labels: tuple[str, str], *, hold: bool = True) -> None:
         self.cfg = cfg
         self.hold = hold  # False (a dry run): no row is ever locked
         self.labels = labels
-        self.fast = fast
         eps = (cfg.source, cfg.target)
         self.sides = [open_side(labels[0], eps[0])]
         self.lockers: list[Side] = []
@@ -144,6 +142,8 @@ class KeyTracker:
         except BaseException:
             self.close()
             raise
+        # the comparison engine's rule: the fast row hash when both majors are the same
+        self.fast = self.sides[0].major == self.sides[1].major
         self.both = BothSides()
         self.tables: dict[str, TableKeys] = {}
         self.locks_held = 0
@@ -173,14 +173,18 @@ class KeyTracker:
         self.close()
 
     # -- what to follow
-    def follow(self, table: str, found: dict[Key, Hashes]) -> None:
+    def table(self, table: str) -> TableKeys:
+        """The table as both sides have it (paired as the comparison engine pairs it)."""
         if table not in self.tables:
             schema, name = parse_table_name(table)
             infos = [load_table(s.conn, schema, name) for s in self.sides]
             pair = pair_tables(table, infos[0], infos[1], fast=self.fast, labels=self.labels)
             deltas = [self._delta_of(s.conn, f"{schema}.{name}") for s in self.sides]
             self.tables[table] = TableKeys(table, pair, deltas)
-        tk = self.tables[table]
+        return self.tables[table]
+
+    def follow(self, table: str, found: dict[Key, Hashes]) -> None:
+        tk = self.table(table)
         for key, hashes in found.items():
             if key not in tk.keys or tk.keys[key].verdict != "pending":
                 tk.keys[key] = KeyState(hashes)
@@ -249,7 +253,7 @@ class KeyTracker:
             time.sleep(MARK_POLL_S)
 
     def _read_side(self, side: int, tk: TableKeys, keys: list[Key]):
-        return _lookup(self.sides[side], tk.sql(side), keys), self._pending_deltas(side, tk, keys)
+        return lookup(self.sides[side], tk.sql(side), keys), self._pending_deltas(side, tk, keys)
 
     def observe(self) -> None:
         """Read every pending key again on both sides and classify it."""
@@ -268,6 +272,8 @@ class KeyTracker:
                     st.verdict, st.how = "in flight", "equal when read again"
                     continue
                 pending = pa is None or pb is None or key in pa or key in pb
+                if pa is not None and pb is not None and (key in pa) != (key in pb):
+                    st.changed_on = st.lock_side = 0 if key in pa else 1
                 if pending or now != st.seen:
                     st.in_flight_rounds += 1
                     st.stable_rounds = 0
@@ -286,14 +292,18 @@ class KeyTracker:
         }
 
     def hold_and_match(self, hot: dict[str, list[Key]], deadline: float) -> None:
-        """Hot keys: held FOR SHARE on one side while the other side catches up."""
-        for side in (0, 1):
-            groups = {
+        """Hot keys: held FOR SHARE on one side while the other side catches up (each key on
+        one side per round)."""
+        by_side = [
+            {
                 name: [k for k in keys if self.tables[name].keys[k].lock_side == side][
                     :HOT_KEYS_PER_ROUND
                 ]
                 for name, keys in hot.items()
             }
+            for side in (0, 1)
+        ]
+        for side, groups in enumerate(by_side):
             groups = {n: ks for n, ks in groups.items() if ks}
             if groups and time.monotonic() < deadline:
                 try:
@@ -323,29 +333,34 @@ class KeyTracker:
         locker, other = self.lockers[side], self.sides[1 - side]
         held: dict[str, dict[Key, int]] = {}
         self._between_sync_runs()
+        started = time.monotonic()  # from the first row locked to the commit that frees them
+        until = min(started + HOLD_S, deadline)
         with locker.conn.transaction():
-            started = time.monotonic()
             for name, keys in groups.items():
-                held[name] = _lookup(locker, self.tables[name].sql(side), keys, lock=True)
+                held[name] = lookup(locker, self.tables[name].sql(side), keys, lock=True)
             self.locks_held += sum(len(h) for h in held.values())
-            until = min(started + HOLD_S, deadline)
             while any(held.values()) and time.monotonic() < until:
                 for name, rows in held.items():
-                    tk = self.tables[name]
-                    current = _lookup(other, tk.sql(1 - side), list(rows))
-                    for key in [k for k, h in rows.items() if current.get(k) == h]:
-                        st = tk.keys[key]
-                        st.verdict = "in flight"
-                        st.how = f"equal while held still on {self.labels[side]}"
-                        del rows[key]
+                    if rows and time.monotonic() < until:
+                        self._match(name, rows, other, side)
                 if any(held.values()):
                     time.sleep(POLL_S)
-            self.longest_hold_s = max(self.longest_hold_s, time.monotonic() - started)
+        self.longest_hold_s = max(self.longest_hold_s, time.monotonic() - started)
         for name, keys in groups.items():
             for key in keys:
                 st = self.tables[name].keys[key]
-                if st.verdict == "pending":
-                    st.lock_side = 1 - side  # try holding it on the other side next time
+                if st.verdict == "pending" and st.changed_on is None:
+                    st.lock_side = 1 - side  # no side known to change it: try the other
+
+    def _match(self, name: str, rows: dict[Key, int], other: Side, side: int) -> None:
+        """Held keys whose row on the other side now hashes the same: proven."""
+        tk = self.tables[name]
+        current = lookup(other, tk.sql(1 - side), list(rows))
+        for key in [k for k, h in rows.items() if current.get(k) == h]:
+            st = tk.keys[key]
+            st.verdict = "in flight"
+            st.how = f"equal while held still on {self.labels[side]}"
+            del rows[key]
 
 
 def follow_until_proven(
