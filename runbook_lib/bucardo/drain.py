@@ -29,6 +29,8 @@ from runbook_lib.waiting import wait_until
 KICK_WAIT_S = 10
 SAMPLE_INTERVAL_S = 0.5
 CONNECTION_RETRY_S = 30  # a server restarting: reads and kicks are retried this long
+RESPAWN_GRACE_S = 10  # between Bucardo's old MCP exiting and its new one writing its pid file
+RESPAWN_WAIT_S = 25  # Bucardo's mcp_dbproblem_sleep (15 s) and its start-up
 
 log = logging.getLogger("runbook_lib")
 T = TypeVar("T")
@@ -77,11 +79,26 @@ def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
             "the target has no keys yet (data copy not finished); Bucardo deletes and copies by "
             "key, so the backlog is drained only after the data copy step"
         )
-    if not bucardo.mcp_pid():
+    if not _daemon_running(bucardo):
         raise PreconditionError(
-            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}); re-run the "
-            "Bucardo objects step, which starts it"
+            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}; see "
+            f"{cfg.bucardo_rundir}/log.bucardo); re-run the Bucardo objects step, which starts it"
         )
+
+
+def _daemon_running(bucardo: BucardoCtl) -> bool:
+    """Running now, or back within RESPAWN_WAIT_S: after a database problem Bucardo removes its
+    pid file, sleeps and starts itself again. A pid file naming a dead process: killed, no wait."""
+    if bucardo.mcp_pid():
+        return True
+    if bucardo.mcp_pidfile():
+        return False
+    try:
+        wait_until(bucardo.mcp_pid, what="Bucardo's respawn", timeout_s=RESPAWN_WAIT_S,
+                   interval_s=SAMPLE_INTERVAL_S)  # fmt: skip
+    except WaitTimeout:
+        return False
+    return True
 
 
 def daemon_gone_message(cfg: BootstrapConfig, pid: int | None, waited_s: float) -> str:
@@ -92,6 +109,35 @@ def daemon_gone_message(cfg: BootstrapConfig, pid: int | None, waited_s: float) 
         "queue until it runs again. Re-run the Bucardo objects step (3), which starts the daemon, "
         "then re-run this step; waiting longer would not help"
     )
+
+
+class DaemonWatch:
+    """Whether the daemon is still there, told apart from Bucardo's own respawn.
+
+    After a database problem the MCP removes its pid file, sleeps (mcp_dbproblem_sleep, 15 s)
+    and starts itself again under a new pid: alive while a pid seen before still runs, and for
+    RESPAWN_GRACE_S after that (the new MCP writes its pid file). A daemon killed outright
+    (kill -9) leaves its pid file behind with a dead pid: gone at once."""
+
+    def __init__(self, bucardo: BucardoCtl) -> None:
+        self.bucardo = bucardo
+        self.first = bucardo.mcp_pid()
+        self.seen = {self.first} if self.first else set()
+        self.missing_since: float | None = None
+
+    def alive(self) -> bool:
+        pid = self.bucardo.mcp_pid()
+        if pid:
+            self.seen.add(pid)
+            self.missing_since = None
+            return True
+        if any(self.bucardo.pid_running(p) for p in self.seen):
+            return True  # respawning: the old MCP sleeps, then starts a new one
+        if self.bucardo.mcp_pidfile():
+            return False  # a pid file naming a dead process: killed, not respawning
+        now = time.monotonic()
+        self.missing_since = self.missing_since or now
+        return bool(self.seen) and now - self.missing_since < RESPAWN_GRACE_S
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -150,14 +196,15 @@ def wait_caught_up(
     bucardo = BucardoCtl(cfg)
     mark = retry_connection(lambda: queue.now_on(cfg), "reading the clock of both databases")
     started = time.monotonic()
-    pid = bucardo.mcp_pid()
+    daemon = DaemonWatch(bucardo)
     last_kick = [0.0]
     reads = _Retry("reading the delta queue (a database unreachable)", CONNECTION_RETRY_S)
     kicks = _Retry("bucardo kick", CONNECTION_RETRY_S)
 
     def probe() -> queue.SyncState | None:
-        if not bucardo.mcp_pid():
-            raise PreconditionError(daemon_gone_message(cfg, pid, time.monotonic() - started))
+        if not daemon.alive():
+            elapsed = time.monotonic() - started
+            raise PreconditionError(daemon_gone_message(cfg, daemon.first, elapsed))
         try:
             state = queue.sync_state(cfg, mark)
         except (psycopg.OperationalError, PreconditionError) as exc:
