@@ -29,7 +29,6 @@ from runbook_lib.waiting import wait_until
 KICK_WAIT_S = 10
 SAMPLE_INTERVAL_S = 0.5
 CONNECTION_RETRY_S = 30  # a server restarting: reads and kicks are retried this long
-RESPAWN_GRACE_S = 10  # between Bucardo's old MCP exiting and its new one writing its pid file
 RESPAWN_WAIT_S = 25  # Bucardo's mcp_dbproblem_sleep (15 s) and its start-up
 
 log = logging.getLogger("runbook_lib")
@@ -116,7 +115,7 @@ class DaemonWatch:
 
     After a database problem the MCP removes its pid file, sleeps (mcp_dbproblem_sleep, 15 s)
     and starts itself again under a new pid: alive while a pid seen before still runs, and for
-    RESPAWN_GRACE_S after that (the new MCP writes its pid file). A daemon killed outright
+    RESPAWN_WAIT_S without any (until the new MCP writes its pid file). A daemon killed outright
     (kill -9) leaves its pid file behind with a dead pid: gone at once."""
 
     def __init__(self, bucardo: BucardoCtl) -> None:
@@ -137,7 +136,7 @@ class DaemonWatch:
             return False  # a pid file naming a dead process: killed, not respawning
         now = time.monotonic()
         self.missing_since = self.missing_since or now
-        return bool(self.seen) and now - self.missing_since < RESPAWN_GRACE_S
+        return now - self.missing_since < RESPAWN_WAIT_S
 
 
 def _is_connection_error(exc: BaseException) -> bool:
