@@ -31,7 +31,7 @@ from psycopg import sql
 from runbook_lib.bucardo import gucs
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import connect, server_version_num
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PartiallyApplied, PreconditionError
 
 FLAGS = (
     ("rolsuper", "SUPERUSER"),
@@ -317,6 +317,15 @@ def _apply(plan: RolePlan, verifiers: dict[str, str], conn: psycopg.Connection) 
                 stmt = grant_sql(m, plan.target_version)
                 current = stmt.as_string(conn)
                 conn.execute(stmt)
+    except psycopg.OperationalError as exc:  # the connection, perhaps at COMMIT: state unknown
+        raise PartiallyApplied(
+            "copying roles to the target",
+            [
+                f"perhaps (the connection was lost, maybe at commit) roles created: "
+                f"{', '.join(plan.created_names)}"
+            ],  # fmt: skip
+            f"{str(exc).strip()} (at `{current}`)",
+        ) from None
     except psycopg.Error as exc:
         raise PreconditionError(
             f"copying roles to the target failed at `{current}`: "
