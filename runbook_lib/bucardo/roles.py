@@ -317,16 +317,16 @@ def _apply(plan: RolePlan, verifiers: dict[str, str], conn: psycopg.Connection) 
                 stmt = grant_sql(m, plan.target_version)
                 current = stmt.as_string(conn)
                 conn.execute(stmt)
-    except psycopg.OperationalError as exc:  # the connection, perhaps at COMMIT: state unknown
-        raise PartiallyApplied(
-            "copying roles to the target",
-            [
-                f"perhaps (the connection was lost, maybe at commit) roles created: "
-                f"{', '.join(plan.created_names)}"
-            ],  # fmt: skip
-            f"{str(exc).strip()} (at `{current}`)",
-        ) from None
     except psycopg.Error as exc:
+        if conn.broken:  # the connection was lost, perhaps at COMMIT: the outcome is unknown
+            raise PartiallyApplied(
+                "copying roles to the target",
+                [
+                    f"perhaps (the connection was lost, maybe at commit) roles created: "
+                    f"{', '.join(plan.created_names)}"
+                ],
+                f"{str(exc).strip()} (at `{current}`)",
+            ) from None
         raise PreconditionError(
             f"copying roles to the target failed at `{current}`: "
             f"{(exc.diag.message_primary or str(exc)).strip()}; the whole copy was rolled back, "
