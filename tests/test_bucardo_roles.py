@@ -198,6 +198,12 @@ def test_target_schema_step_copies_roles_and_the_databases_settings_idempotently
     )  # fmt: skip
     cfg = config_of(lab, pgdatabase="r4db", copy_roles=True)
     try:
+        plan = "\n".join(schema.plan_target_schema(cfg))  # the dry run: same builders
+        for expected in ('CREATE ROLE "r4_app" WITH', 'ALTER DATABASE "r4db" OWNER TO "r4_owner"',
+                         """ALTER DATABASE "r4db" SET "search_path" = 'app', 'My Schema'""",
+                         'REVOKE CONNECT ON DATABASE "r4db" FROM PUBLIC'):  # fmt: skip
+            assert expected in plan, plan
+        assert authid(lab, "there", "r4_app") is None, "the plan changed nothing"
         result = bb.create_target_schema(cfg)
         assert {"roles", "role memberships", "database settings", "tables"} <= set(result.tables)
         with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
