@@ -28,7 +28,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from runbook_lib.bucardo import gucs
+from runbook_lib.bucardo import dbsettings, gucs
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import connect, server_version_num
 from runbook_lib.errors import PartiallyApplied, PreconditionError
@@ -422,6 +422,17 @@ def role_checks(
             ),
         }
     )
+    props = dbsettings.database_properties(source_conn, cfg.pgdatabase)
+    if props is not None:
+        checks.append(
+            {
+                "check": "database settings",
+                "ok": True,
+                "detail": f"copied to the target database: owner {props.owner}, "
+                f"{len(props.settings)} settings (ALTER DATABASE/ROLE ... SET), "
+                f"{len(props.acl)} privileges",
+            }
+        )
     if cfg.copy_roles:
         plan = role_plan(source_conn, target_admin_conn)
         checks.append(
