@@ -10,7 +10,7 @@ from pathlib import Path
 import notebook_source
 
 PARAMETERS = """\
-pgdatabase: str = "widgets"  # database to replicate (same name on both servers)
+pgdatabase: str = ""  # database to replicate (same name on both servers); empty: $PGDATABASE
 pghost: str = "here.example.com"  # source server (it keeps taking writes throughout)
 pgport: int = 5432  # source port
 pghost2: str = "there.example.com"  # target server (the database is created there)
@@ -21,14 +21,14 @@ here: str = "here"  # Bucardo's name for the source database
 there: str = "there"  # Bucardo's name for the target database
 tables: list[str] = []  # 'schema.table' (exact case); empty: all keyed tables of schemas
 schemas: list[str] = ["public"]  # schemas whose keyed tables are replicated when `tables` is empty
-relgroup: str = "widgets_rels"  # Bucardo relgroup holding the tables
-dbgroup: str = "widgets_dbs"  # Bucardo dbgroup: here and there, both as source
-sync: str = "widgets_sync"  # Bucardo sync name
+relgroup: str = "bootstrap_rels"  # Bucardo relgroup holding the tables
+dbgroup: str = "bootstrap_dbs"  # Bucardo dbgroup: here and there, both as source
+sync: str = "bootstrap_sync"  # Bucardo sync name
 bucardo_host: str = "localhost"  # host of Bucardo's control database (installed when missing)
 bucardo_port: int = 5432  # port of Bucardo's control database
 bucardo_dbname: str = "bucardo"  # name of Bucardo's control database
 bucardo_rundir: str = "/var/run/bucardo"  # Bucardo's pid files, logs, rc file and the schema dump
-copy_roles: bool = False  # copy roles (pg_dumpall --roles-only) to the target first
+copy_roles: bool = False  # create the source's roles missing on the target (existing: untouched)
 conflict_strategy: str = ""  # empty: priority list here first; or bucardo_latest
 sequence_strategy: str = "interleave"  # interleave (here odd, there even), or none
 copy_jobs: int = 2  # tables copied in parallel

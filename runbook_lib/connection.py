@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from runbook_lib import record
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.redaction import redact
 
 CONNECT_TIMEOUT_S = 10
@@ -42,6 +43,20 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def database_name(value: object, parameter: str = "pgdatabase") -> object:
+    """The database parameter, or libpq's PGDATABASE when it is empty; neither: refused."""
+    if value not in ("", None):
+        return value
+    from_env = os.environ.get("PGDATABASE", "")
+    if not from_env:
+        raise ConfigurationError(
+            f"{parameter} is not set and PGDATABASE is not in the environment: give the name of "
+            f"the database (parameter {parameter}, or export PGDATABASE before starting "
+            "JupyterLab or the run); nothing was changed"
+        )
+    return from_env
 
 
 def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psycopg.Connection:

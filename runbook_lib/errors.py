@@ -39,6 +39,17 @@ class WaitTimeout(RunbookError):
         )
 
 
-class StepFailedAfterChange(RunbookError):
-    """A step failed after it had changed something; the message says what was changed and
-    re-running the step continues from there."""
+class PartiallyApplied(RunbookError):
+    """A step failed after it had changed something; the message lists what it changed.
+
+    Re-running the step converges: every change listed is detected and not made twice."""
+
+    def __init__(self, what: str, changed: list[str], cause: str) -> None:
+        self.what = what
+        self.changed = list(changed)
+        self.cause = cause
+        done = "; ".join(self.changed) if self.changed else "nothing"
+        super().__init__(
+            f"{what} failed after changing something: {cause}. Already changed: {done}. "
+            "Fix the cause and re-run the step: what exists is detected and kept."
+        )

@@ -209,6 +209,9 @@ class LocalHost:
         p = Path(path)
         return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
 
+    def remove_file(self, path: str | Path) -> None:
+        Path(path).unlink(missing_ok=True)
+
     def remove_tree(self, path: str | Path) -> None:
         shutil.rmtree(path, ignore_errors=False)
 

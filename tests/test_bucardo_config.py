@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runbook_lib import params as notebook_params
 from runbook_lib.bucardo import validate_parameters
 from runbook_lib.bucardo.schema import parse_toc_line
 from runbook_lib.errors import ConfigurationError
+from runbook_lib.lab.sample_data import SAMPLE_DBNAME
+from runbook_lib.standby import config as standby_config
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture(autouse=True)
+def no_pgdatabase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq's PGDATABASE of whoever runs the tests must not leak into them."""
+    monkeypatch.delenv("PGDATABASE", raising=False)
 
 
 def good() -> dict[str, Any]:
@@ -108,3 +120,37 @@ def test_restore_list_lines_are_parsed_with_multiword_kinds():
         "bar bar_foo_id_fkey",
     )
     assert parse_toc_line(";  Archive created at 2026") is None
+
+
+@pytest.mark.parametrize("given", [{"pgdatabase": ""}, {}])
+def test_pgdatabase_left_empty_or_out_comes_from_libpq_environment(monkeypatch, given):
+    monkeypatch.setenv("PGDATABASE", "orders")
+    params = {k: v for k, v in good().items() if k != "pgdatabase"} | given
+    assert validate_parameters(**params).pgdatabase == "orders"
+
+
+def test_pgdatabase_neither_given_nor_in_environment_is_refused_before_anything_runs():
+    with pytest.raises(ConfigurationError, match="pgdatabase is not set and PGDATABASE"):
+        validate_parameters(**(good() | {"pgdatabase": ""}))
+
+
+def test_standby_pgdatabase_comes_from_environment_or_must_be_given(monkeypatch):
+    standby = {
+        "primary_host": "127.0.0.1", "primary_port": 5432, "pgsuperuser": "postgres",
+        "pgdatabase": "", "archive_dir": "/srv/archive", "standby_datadir": "/srv/standby/data",
+        "standby_port": 5433, "mode": "standby", "trigger_file": "/srv/failover.trigger",
+        "archive_timeout_s": 60, "restart_primary_command": [], "hot_standby": True,
+        "failover_drill": False,
+    }  # fmt: skip
+    with pytest.raises(ConfigurationError, match="pgdatabase is not set and PGDATABASE"):
+        standby_config.validate(**standby)
+    monkeypatch.setenv("PGDATABASE", "orders")
+    assert standby_config.validate(**standby).pgdatabase == "orders"
+
+
+@pytest.mark.parametrize("notebook", ["bucardo_bootstrap", "warm_standby"])
+def test_notebook_defaults_name_none_of_the_labs_data(notebook):
+    declared = notebook_params.declared_parameters(NOTEBOOKS / f"{notebook}.ipynb")
+    assert declared["pgdatabase"].default in ('""', "''")
+    labs = [p.name for p in declared.values() if SAMPLE_DBNAME in p.default]
+    assert not labs, labs

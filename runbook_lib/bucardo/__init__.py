@@ -12,6 +12,7 @@ from runbook_lib.bucardo.drain import enable_and_drain, settle, wait_caught_up
 from runbook_lib.bucardo.objects import create_bucardo_objects
 from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.queue import delta_queue
+from runbook_lib.bucardo.roles import copy_roles, role_checks
 from runbook_lib.bucardo.runbook import make_runbook
 from runbook_lib.bucardo.schema import create_target_schema
 from runbook_lib.bucardo.sequences import apply_sequence_strategy
@@ -22,6 +23,7 @@ __all__ = [
     "apply_sequence_strategy",
     "both_directions",
     "copy_data",
+    "copy_roles",
     "create_bucardo_objects",
     "create_target_schema",
     "delta_queue",
@@ -29,6 +31,7 @@ __all__ = [
     "enable_and_drain",
     "from_namespace",
     "preflight",
+    "role_checks",
     "settle",
     "validate_parameters",
     "verify_databases",

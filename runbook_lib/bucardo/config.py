@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.connection import Endpoint
+from runbook_lib.connection import Endpoint, database_name
 from runbook_lib.errors import ConfigurationError
 
 # Bucardo object names and the database/role names the runbook creates or logs in as: lower case,
@@ -209,6 +209,7 @@ def _problems(p: dict[str, Any]) -> list[str]:
 def validate_parameters(**params: Any) -> BootstrapConfig:
     """Check every parameter (all problems at once); raise ConfigurationError, change nothing."""
     names = [f.name for f in fields(BootstrapConfig)]
+    params = {"pgdatabase": "", **params}  # absent or empty: libpq's PGDATABASE
     missing = [n for n in names if n not in params]
     unknown = [n for n in params if n not in names]
     if missing or unknown:
@@ -218,6 +219,7 @@ def validate_parameters(**params: Any) -> BootstrapConfig:
         if unknown:
             parts.append(f"unknown: {', '.join(unknown)}")
         raise ConfigurationError(f"bucardo_bootstrap parameters: {'; '.join(parts)}")
+    params = {**params, "pgdatabase": database_name(params["pgdatabase"])}
     problems = _problems(params)
     if problems:
         raise ConfigurationError(

@@ -20,7 +20,7 @@ from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError, StepFailedAfterChange
+from runbook_lib.errors import PartiallyApplied, PreconditionError
 from runbook_lib.host import LOCAL, display_command
 
 APPLICATION_NAME = "runbook_bucardo_copy"
@@ -208,8 +208,9 @@ def _check_keys(cfg: BootstrapConfig) -> None:
         if t not in rows or not (rows[t]["primary_key"] or rows[t]["has_unique_index"])
     ]
     if no_key:
-        raise StepFailedAfterChange(
-            f"after post-data the target still lacks keys on {no_key} (the rows are copied and "
-            "the other keys and indexes built); see the pg_restore error above, fix it, and "
-            "re-run this step: it builds what is missing"
+        raise PartiallyApplied(
+            "the data copy step",
+            ["the rows copied", "the other keys, indexes and constraints built"],
+            f"the target still lacks keys on {no_key} after post-data (see the pg_restore "
+            "error above)",
         )

@@ -85,13 +85,20 @@ class BucardoCtl:
 
     # -- the daemon ---------------------------------------------------------------------------
 
-    def mcp_pid(self) -> int | None:
-        path = self.rundir / MCP_PIDFILE
+    def mcp_pidfile(self) -> int | None:
+        """The pid in the MCP's pid file, alive or not (None: no file)."""
         try:
-            pid = int(LOCAL.read_text(path).split()[0])
+            return int(LOCAL.read_text(self.rundir / MCP_PIDFILE).split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _running(pid) else None
+
+    def mcp_pid(self) -> int | None:
+        """The running MCP's pid, None when there is none."""
+        pid = self.mcp_pidfile()
+        return pid if pid and _running(pid) else None
+
+    def pid_running(self, pid: int) -> bool:
+        return _running(pid)
 
     def controller_running(self, sync: str) -> bool:
         path = self.rundir / f"bucardo.ctl.sync.{sync}.pid"
@@ -105,8 +112,15 @@ class BucardoCtl:
         """Start the daemon (restart when running) and wait until the sync's controller runs."""
         if self.mcp_pid():
             self.stop()
+        self._remove_stale_pidfile()
         self.run(self.start_args(reason))
         self.wait_for_controller()
+
+    def _remove_stale_pidfile(self) -> None:
+        """A daemon killed with kill -9 leaves its pid file; `bucardo start` removes it only when
+        the pid is gone, and refuses while it is an unreaped zombie (seen in containers)."""
+        if self.mcp_pidfile() and not self.mcp_pid():
+            LOCAL.remove_file(self.rundir / MCP_PIDFILE)
 
     def wait_for_controller(self) -> None:
         wait_until(

@@ -14,7 +14,7 @@ from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import select_tables
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError, StepFailedAfterChange
+from runbook_lib.errors import PartiallyApplied, PreconditionError
 from runbook_lib.host import display_command
 
 MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
@@ -288,22 +288,25 @@ def create_bucardo_objects(cfg: BootstrapConfig) -> StepResult:
 
 def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: list[str]) -> None:
     missing = set(tables) - set(state["relgroup_tables"])
-    changed = f"; changed so far: {'; '.join(done) or 'nothing'}; re-running this step continues"
     if (
         missing
         or not state["sync"]
         or state["dbgroup"] != {cfg.here: "source", cfg.there: "source"}
     ):
-        raise StepFailedAfterChange(
-            f"Bucardo objects incomplete after adding them: tables missing {sorted(missing)}, "
-            f"dbgroup {state['dbgroup']}, sync {state['sync']}; "
-            f"see {cfg.bucardo_rundir}/log.bucardo" + changed
+        raise PartiallyApplied(
+            "the Bucardo objects step",
+            done,
+            f"Bucardo's objects are incomplete after adding them: tables missing "
+            f"{sorted(missing)}, dbgroup {state['dbgroup']}, sync {state['sync']}; see "
+            f"{cfg.bucardo_rundir}/log.bucardo",
         )
     for name, ep in cfg.databases().items():
         with connect(ep) as conn:
             not_captured = triggers.capture_missing(conn, cfg.sync, list(tables))
         if not_captured:
-            raise StepFailedAfterChange(
-                f"change capture is not installed on {name} for {sorted(not_captured)}; "
-                f"see {cfg.bucardo_rundir}/log.bucardo" + changed
+            raise PartiallyApplied(
+                "the Bucardo objects step",
+                done,
+                f"change capture is not installed on {name} for {sorted(not_captured)}; see "
+                f"{cfg.bucardo_rundir}/log.bucardo",
             )

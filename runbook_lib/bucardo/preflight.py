@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, ctl, sequences
+from runbook_lib.bucardo import catalog, ctl, roles, sequences
 from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
@@ -215,6 +215,11 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
     _server(cfg.source, "source (here)", checks)
     _server(cfg.target_admin, "target (there)", checks)
     checks.append({"check": "bucardo program", "ok": True, "detail": bucardo})
+    with (
+        connect(cfg.source, application_name="runbook_bucardo_preflight") as src,
+        connect(cfg.target_admin, application_name="runbook_bucardo_preflight") as dst,
+    ):
+        checks += roles.role_checks(cfg, src, dst)
     with connect(cfg.source, application_name="runbook_bucardo_preflight") as conn:
         missing = [s for s in cfg.schemas if not catalog.schema_exists(conn, s)]
         if missing:

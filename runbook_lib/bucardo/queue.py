@@ -64,14 +64,22 @@ def _stage_rows(conn: psycopg.Connection, trackname: str) -> int:
     ).fetchone()["n"]
 
 
-def queue_rows(cfg: BootstrapConfig, mark: datetime | None = None) -> list[dict[str, Any]]:
+Mark = datetime | dict[str, datetime]  # one instant, or one per database (each on its own clock)
+
+
+def _mark_of(mark: Mark | None, db: str) -> datetime:
+    m = mark.get(db) if isinstance(mark, dict) else mark
+    return m or datetime.max.replace(tzinfo=None)
+
+
+def queue_rows(cfg: BootstrapConfig, mark: Mark | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, ep in cfg.databases().items():
         with connect(ep, application_name="runbook_bucardo_queue") as conn:
             for d in delta_names(conn, cfg.sync):
                 r = conn.execute(
                     _pending_sql(d["deltaname"], d["trackname"]),
-                    {"mark": mark or datetime.max.replace(tzinfo=None), "target": cfg.delta_target},
+                    {"mark": _mark_of(mark, name), "target": cfg.delta_target},
                 ).fetchone()
                 rows.append(
                     {
@@ -122,7 +130,7 @@ class SyncState:
         )
 
 
-def sync_state(cfg: BootstrapConfig, mark: datetime | None = None) -> SyncState:
+def sync_state(cfg: BootstrapConfig, mark: Mark | None = None) -> SyncState:
     rows = queue_rows(cfg, mark)
     pending: dict[str, int] = {cfg.here: 0, cfg.there: 0}
     for r in rows:

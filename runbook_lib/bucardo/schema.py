@@ -3,21 +3,27 @@
 The schema is dumped once (custom format, Bucardo's schema excluded) into the run directory and
 restored in two halves: pre-data now (tables, types, functions, sequences), post-data (keys,
 indexes, constraints, triggers) after the data copy. Bucardo's triggers on the source are filtered
-out of the restore list, so they are never duplicated on the target."""
+out of the restore list, so they are never duplicated on the target.
+
+With copy_roles, the source's roles missing on the target are created first (bucardo.roles:
+existing roles are never changed), and the new database gets the source database's own owner,
+settings and privileges before its objects (bucardo.dbsettings), as pg_dump --create does. A
+failure after something was changed raises PartiallyApplied naming it; the re-run converges."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from runbook_lib import pgbin
-from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo import catalog, dbsettings, roles
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import Endpoint, connect
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PartiallyApplied, PreconditionError, RunbookError
 from runbook_lib.host import LOCAL, display_command
 
 SCHEMA_DUMP = "schema.dump"
@@ -67,14 +73,6 @@ def restore_argv(cfg: BootstrapConfig, section: str, listing: Path) -> list[str]
     mode = ["--single-transaction"] if section == "pre-data" else ["-j", str(cfg.copy_jobs)]
     return [pgbin.program("pg_restore"), "--exit-on-error", *mode, "-L", str(listing),
             "-d", cfg.pgdatabase, str(dump_path(cfg))]  # fmt: skip
-
-
-def roles_argv() -> tuple[list[str], list[str]]:
-    """pg_dumpall --roles-only | psql: roles that exist already fail alone, the rest apply."""
-    return (
-        [pgbin.program("pg_dumpall"), "--roles-only"],
-        [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", "postgres"],
-    )
 
 
 def create_database_sql(cfg: BootstrapConfig, info: dict) -> sql.Composed:
@@ -160,13 +158,6 @@ def _create_database(cfg: BootstrapConfig) -> bool:
     return True
 
 
-def _copy_roles(cfg: BootstrapConfig) -> None:
-    """Roles first: pg_dumpall --roles-only, replayed without stopping at roles that exist."""
-    dump, replay = roles_argv()
-    roles = LOCAL.run(dump, env=libpq_env(cfg.source)).stdout
-    LOCAL.run(replay, input=roles, env=libpq_env(cfg.target_admin), check=False)
-
-
 def target_marker(cfg: BootstrapConfig) -> catalog.Marker | None:
     with connect(cfg.target_admin) as admin:
         if not catalog.database_exists(admin, cfg.pgdatabase):
@@ -181,14 +172,15 @@ def plan_target_schema(cfg: BootstrapConfig) -> list[str]:
         return [f"nothing: the structure is already restored (stage {marker.stage})"]
     actions = []
     if cfg.copy_roles:
-        dump, replay = roles_argv()
-        actions.append(f"{display_command(dump)} | {display_command(replay)}  # on the target")
+        with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
+            actions += roles.plan_lines(roles.role_plan(src, dst), dst)
     actions.append(f"on {cfg.source}: {' '.join(MARKER_DDL.split())}")
     with connect(cfg.target_admin) as admin:
         create = create_database_sql(cfg, source_database_info(cfg)).as_string(admin)
     actions += [
         f"on {cfg.target_admin}: {create}",
         f"on {cfg.target_admin}: COMMENT ON DATABASE {cfg.pgdatabase} IS '<progress marker>'",
+        *dbsettings.plan_database_settings(cfg),
         display_command(dump_argv(dump_path(cfg))) + "  # from the source",
         f"pg_restore -l --section=pre-data {dump_path(cfg)}, without Bucardo's triggers",
         display_command(restore_argv(cfg, "pre-data", restore_list_path(cfg, "pre-data")))
@@ -214,14 +206,48 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
             already_done=True,
             tables={"tables": _compare_tables(cfg)},
         )
+    changed: list[str] = []
+    try:
+        tables = _build_target(cfg, changed)
+    except (RunbookError, psycopg.Error) as exc:
+        if changed:
+            raise PartiallyApplied("the target schema step", changed, str(exc)) from exc
+        raise
+    with connect(cfg.target_admin) as admin:
+        catalog.write_marker(admin, cfg, "schema")
+    return StepResult(
+        "target schema",
+        f"database {cfg.pgdatabase} ready on {cfg.pghost2}:{cfg.pgport2}; "
+        + "; ".join(changed or ["nothing needed changing"])
+        + " (keys and indexes follow the data copy)",
+        tables=tables,
+    )
+
+
+def _build_target(cfg: BootstrapConfig, changed: list[str]) -> dict[str, pd.DataFrame]:
+    """Roles, database, its settings, pre-data structure; `changed` lists what was done."""
+    tables: dict[str, pd.DataFrame] = {}
     if cfg.copy_roles:
-        _copy_roles(cfg)
+        tables["roles"], tables["role memberships"] = roles.copy_roles(cfg)
+        created = tables["roles"].loc[tables["roles"]["action"] == "created", "role"]
+        if len(created):
+            changed.append(f"roles created on the target: {', '.join(created)}")
     with connect(cfg.source) as src:
+        if not catalog.schema_exists(src, catalog.MARKER_SCHEMA):
+            changed.append(
+                f"schema {catalog.MARKER_SCHEMA} (step 8's marker table) created on the source"
+            )
         src.execute(MARKER_DDL)
-    _create_database(cfg)
+    if _create_database(cfg):
+        changed.append(f"database {cfg.pgdatabase} created on the target")
+    # like pg_dump --create: the database's properties before its objects
+    tables["database settings"] = dbsettings.apply_database_settings(cfg)
+    if (tables["database settings"]["action"] == "set").any():
+        changed.append("the database's owner, settings and privileges copied")
     dump_schema(cfg)
     listing, count = restore_list(cfg, "pre-data")
     LOCAL.run(restore_argv(cfg, "pre-data", listing), env=libpq_env(cfg.target))
+    changed.append(f"{count} pre-data objects restored")
     compared = _compare_tables(cfg)
     missing = compared[~compared["on_target"]]
     if len(missing):
@@ -229,14 +255,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
             f"tables missing on the target after the schema restore: "
             f"{', '.join(missing['table'])}; see the pg_restore output"
         )
-    with connect(cfg.target_admin) as admin:
-        catalog.write_marker(admin, cfg, "schema")
-    return StepResult(
-        "target schema",
-        f"database {cfg.pgdatabase} created on {cfg.pghost2}:{cfg.pgport2}; "
-        f"{count} pre-data objects restored (keys and indexes follow the data copy)",
-        tables={"tables": compared},
-    )
+    return {"tables": compared, **tables}
 
 
 def _compare_tables(cfg: BootstrapConfig) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
-from runbook_lib.errors import PreconditionError, StepFailedAfterChange
+from runbook_lib.errors import PartiallyApplied, PreconditionError
 from runbook_lib.locks import LOCK_TIMEOUT_MS, in_short_lock
 
 STEP = 2
@@ -198,10 +198,12 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
                 )
             h2, t2 = _state(here, seq.ident), _state(there, seq.ident)
             if not (_done(h2, RESIDUE["here"]) and _done(t2, RESIDUE["there"])):
-                raise StepFailedAfterChange(
+                raise PartiallyApplied(
+                    "the sequences step",
+                    [f"{r['sequence']} interleaved" for r in rows]
+                    + [f"{seq.label}: restart attempted"],
                     f"sequence {seq.label} did not take the interleave settings: here {h2}, "
-                    f"there {t2}; sequences interleaved before it: "
-                    f"{[r['sequence'] for r in rows]}; re-run this step"
+                    f"there {t2}",
                 )
             rows.append(
                 {

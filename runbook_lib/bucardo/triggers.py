@@ -24,7 +24,7 @@ from psycopg import sql
 from runbook_lib.bucardo import catalog
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import Endpoint, connect, server_version_num
-from runbook_lib.errors import StepFailedAfterChange
+from runbook_lib.errors import PartiallyApplied
 from runbook_lib.locks import LOCK_TIMEOUT_MS, in_short_lock
 
 DELTA_TRIGGER = "bucardo_delta"
@@ -170,11 +170,11 @@ def install_capture(cfg: BootstrapConfig, ep: Endpoint, tables: list[str]) -> li
             if not _needs_capture(now[table], cfg.sync):
                 continue
             if table not in functions:
-                raise StepFailedAfterChange(
-                    f"Bucardo made no delta table for {table} on {ep} (bucardo.bucardo_delta_names "
-                    f"has no row for sync {cfg.sync}), after the sync was added; capture is on for "
-                    f"{done or 'no table'} there; see {cfg.bucardo_rundir}/log.bucardo, then "
-                    "re-run this step"
+                raise PartiallyApplied(
+                    f"switching on change capture on {ep}",
+                    [f"capture on for {t}" for t in done],
+                    f"Bucardo made no delta table for {table} (bucardo.bucardo_delta_names has "
+                    f"no row for sync {cfg.sync}); see {cfg.bucardo_rundir}/log.bucardo",
                 )
             statements = TriggerSQL(table, cfg.sync).capture(functions[table], replace=replace)
             if not replace:  # PostgreSQL 13 and older: drop and create in one transaction

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runbook_lib.cluster import LocalCluster
-from runbook_lib.connection import Endpoint
+from runbook_lib.connection import Endpoint, database_name
 from runbook_lib.errors import ConfigurationError
 from runbook_lib.host import LOCAL, LocalHost
 from runbook_lib.ports import LOOPBACK
@@ -124,7 +124,7 @@ def validate(
     primary_host: str,
     primary_port: int,
     pgsuperuser: str,
-    pgdatabase: str,
+    pgdatabase: str = "",
     archive_dir: str,
     standby_datadir: str,
     standby_port: int,
@@ -167,7 +167,7 @@ def validate(
         primary_host=_name("primary_host", primary_host),
         primary_port=_port("primary_port", primary_port),
         pgsuperuser=_name("pgsuperuser", pgsuperuser),
-        pgdatabase=_name("pgdatabase", pgdatabase),
+        pgdatabase=_name("pgdatabase", database_name(pgdatabase)),
         archive_dir=_absolute("archive_dir", archive_dir),
         standby_datadir=_absolute("standby_datadir", standby_datadir),
         standby_port=_port("standby_port", standby_port),
