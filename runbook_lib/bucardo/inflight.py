@@ -255,8 +255,10 @@ class KeyTracker:
     def _read_side(self, side: int, tk: TableKeys, keys: list[Key]):
         return lookup(self.sides[side], tk.sql(side), keys), self._pending_deltas(side, tk, keys)
 
-    def observe(self) -> None:
-        """Read every pending key again on both sides and classify it."""
+    def observe(self, *, after_mark: bool = True) -> None:
+        """Read every pending key again on both sides and classify it (`after_mark`: Bucardo
+        has replicated their changes logged before this round, so an unchanged difference with
+        nothing pending counts towards *different*)."""
         for tk in self.tables.values():
             keys = tk.pending()
             if not keys:
@@ -277,7 +279,7 @@ class KeyTracker:
                 if pending or now != st.seen:
                     st.in_flight_rounds += 1
                     st.stable_rounds = 0
-                else:
+                elif after_mark:
                     st.stable_rounds += 1
                     if st.stable_rounds >= STABLE_ROUNDS:
                         st.verdict, st.how = "different", "unchanged, nothing pending in Bucardo"
@@ -286,8 +288,9 @@ class KeyTracker:
                 st.seen = now
 
     def hot(self) -> dict[str, list[Key]]:
+        """Keys still moving after a round: changed or pending in two observations."""
         return {
-            name: [k for k in tk.pending() if tk.keys[k].in_flight_rounds >= 1]
+            name: [k for k in tk.pending() if tk.keys[k].in_flight_rounds >= 2]
             for name, tk in self.tables.items()
         }
 
@@ -367,6 +370,7 @@ def follow_until_proven(
     tracker: KeyTracker, deadline: float, kick: Callable[[], object] | None
 ) -> int:
     """Rounds until every key is classified or the deadline passes; returns the rounds run."""
+    tracker.observe(after_mark=False)  # what has landed since the first pass is proven now
     rounds = 0
     while tracker.pending_count() and time.monotonic() < deadline:
         if tracker.first_different_at is not None:
