@@ -1,7 +1,7 @@
 """Benchmark: the bootstrap's verify step under full pgbench load against the same pair quiet.
 
-    .venv/bin/python bench/verify_load_bench.py                  # pgbench scale 10 (1 M accounts)
-    .venv/bin/python bench/verify_load_bench.py --pgbench-scale 50 --repeat 3
+    .venv/bin/python bench/verify_load_bench.py                  # pgbench scale 50 (5 M accounts)
+    .venv/bin/python bench/verify_load_bench.py --pgbench-scale 10 --repeat 3   # smaller: rounds weigh more
 
 One throwaway lab: pgbench tables (plus the lab's sample data) on `here`, bootstrapped through
 the drain with no load. Then, in the same run, alternately: verify on the quiet pair, and verify
@@ -40,7 +40,7 @@ def _timed_verify(cfg: bb.BootstrapConfig) -> tuple[float, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pgbench-scale", type=int, default=10)
+    parser.add_argument("--pgbench-scale", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     parent = Path(tempfile.mkdtemp(prefix="verify-bench-", dir="/var/tmp"))
