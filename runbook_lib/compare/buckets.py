@@ -1,0 +1,156 @@
+"""Hash-bucket chunks: fingerprints in one sequential pass per side, whatever the heap's order.
+
+A table's rows are cut into buckets by a hash of the key (fingerprint.Bucket), not by key
+ranges: each side reads its heap once, in its own physical order, in block-range slices (short
+statements, safe on a hot standby), and adds up per bucket. Only mismatching buckets are read
+again: big ones are split into finer buckets (one more pass over the rows of those buckets),
+small ones are downloaded as (key, row hash) and merged, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_lib.compare.diff import DOWNLOAD_ROWS, Both, Finding
+from runbook_lib.compare.fingerprint import Key, Slice, TableSQL, key_of
+from runbook_lib.compare.session import Side
+
+SLICE_PAGES = 16384  # 128 MB of heap per statement: about a second of hashing
+MAX_BUCKETS = 16384  # groups per pass: well inside work_mem, and the lists the client keeps
+DOWNLOAD_BATCH_ROWS = 50_000  # rows of (key, row hash) held per side at once
+TID_RANGE_SCAN_MAJOR = 14
+Print = tuple[int, int]
+Item = tuple[int, Print, Print]  # a mismatching bucket: residue, fingerprint on a, on b
+
+
+def slices(side: Side, sql_: TableSQL) -> list[Slice]:
+    """Block ranges of SLICE_PAGES covering the heap, the last one open-ended (rows added
+    meanwhile are read). One slice for partitioned tables and before PostgreSQL 14."""
+    info = sql_.info
+    if info.relkind != "r" or side.major < TID_RANGE_SCAN_MAJOR or info.pages <= SLICE_PAGES:
+        return [Slice()]
+    cuts = list(range(SLICE_PAGES, info.pages, SLICE_PAGES))
+    return [Slice(lo, hi) for lo, hi in zip([0, *cuts], [*cuts, None], strict=True)]
+
+
+def bucket_count(rows: int, chunk_rows: int) -> int:
+    return max(1, min(MAX_BUCKETS, math.ceil(rows / chunk_rows)))
+
+
+def sliced(side: Side, parts: list[Slice], make: Callable[[Slice], tuple]) -> Iterator[dict]:
+    """Rows of make(slice) over every slice, one short statement each."""
+    for part in parts:
+        query, params = make(part)
+        yield from side.conn.execute(query, params)
+
+
+def total(side: Side, sql_: TableSQL, parts: list[Slice], done: Callable[[], None]) -> Print:
+    n = s = 0
+    for part in parts:
+        query, params = sql_.total(part)
+        row = side.conn.execute(query, params).fetchone()
+        n, s = n + row["n"], s + int(row["s"])
+        done()
+    return n, s
+
+
+def bucket_prints(
+    side: Side,
+    sql_: TableSQL,
+    parts: list[Slice],
+    modulus: int,
+    within: tuple[int, list[int]] | None = None,
+) -> dict[int, Print]:
+    """Fingerprint of every bucket modulo `modulus` that has rows (within `within`)."""
+    prints: dict[int, Print] = {}
+    for row in sliced(side, parts, lambda p: sql_.bucket_prints(modulus, p, within)):
+        n, s = prints.get(row["b"], (0, 0))
+        prints[row["b"]] = (n + row["n"], s + int(row["s"]))
+    return prints
+
+
+@dataclass
+class BucketDriller:
+    """Lists the differing keys of mismatching buckets of one table."""
+
+    side_a: Side
+    side_b: Side
+    sql_a: TableSQL
+    sql_b: TableSQL
+    slices_a: list[Slice]
+    slices_b: list[Slice]
+    both: Both
+
+    def _pair(self, fn: Callable[[Side, TableSQL, list[Slice]], Any]) -> tuple[Any, Any]:
+        return self.both(
+            lambda: fn(self.side_a, self.sql_a, self.slices_a),
+            lambda: fn(self.side_b, self.sql_b, self.slices_b),
+        )
+
+    def prints(
+        self, modulus: int, within: tuple[int, list[int]] | None = None
+    ) -> tuple[dict[int, Print], dict[int, Print]]:
+        return self._pair(lambda side, s, parts: bucket_prints(side, s, parts, modulus, within))
+
+    def drill(self, modulus: int, items: list[Item], found: Finding) -> set[int]:
+        """Add the differing keys of the buckets `items` (residue, print a, print b) to `found`;
+        return the residues not fully listed (the cap was reached)."""
+        small = [i for i in items if max(i[1][0], i[2][0]) <= DOWNLOAD_ROWS]
+        big = [i for i in items if max(i[1][0], i[2][0]) > DOWNLOAD_ROWS]
+        left = self._download_all(modulus, small, found)
+        if big:
+            left |= self._split(modulus, big, found)
+        return left
+
+    def _split(self, modulus: int, items: list[Item], found: Finding):
+        """Finer buckets for big mismatching ones: one pass over their rows per side."""
+        if found.full:
+            return {r for r, _, _ in items}
+        rows = max(max(a[0], b[0]) for _, a, b in items)
+        factor = max(2, math.ceil(rows * 2 / DOWNLOAD_ROWS))
+        factor = max(2, min(factor, MAX_BUCKETS // len(items)))
+        finer = modulus * factor
+        fa, fb = self.prints(finer, (modulus, [r for r, _, _ in items]))
+        subs = [
+            (r, fa.get(r, (0, 0)), fb.get(r, (0, 0)))
+            for r in sorted(fa.keys() | fb.keys())
+            if fa.get(r) != fb.get(r)
+        ]
+        return {r % modulus for r in self.drill(finer, subs, found)}
+
+    def _download_all(self, modulus: int, items: list[Item], found: Finding):
+        left: set[int] = set()
+        batch: list[int] = []
+        rows = 0
+        for residue, a, b in items:
+            size = max(a[0], b[0])
+            room = found.cap - len(found.rows)  # each bucket holds at least one differing key
+            if batch and (rows + size > DOWNLOAD_BATCH_ROWS or len(batch) >= room):
+                left |= self._download(modulus, batch, found)
+                batch, rows = [], 0
+            if found.full:
+                left.add(residue)
+                continue
+            batch.append(residue)
+            rows += size
+        if batch:
+            left |= self._download(modulus, batch, found)
+        return left
+
+    def _download(self, modulus: int, residues: list[int], found: Finding) -> set[int]:
+        def fetch(side: Side, s: TableSQL, parts: list[Slice]) -> dict[Key, tuple[int, int]]:
+            width = len(s.info.key)
+            rows = sliced(side, parts, lambda p: s.bucket_rows(modulus, residues, p))
+            return {key_of(r, width): (r["b"], int(r["h"])) for r in rows}
+
+        ra, rb = self._pair(fetch)
+        left = set()
+        for key in sorted(ra.keys() | rb.keys()):
+            a, b = ra.get(key), rb.get(key)
+            ha, hb = (a[1] if a else None), (b[1] if b else None)
+            if ha != hb and not found.add(key, ha, hb):
+                left.add((a or b)[0])
+        return left
