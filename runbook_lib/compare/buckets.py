@@ -20,7 +20,7 @@ from runbook_lib.compare.session import Side
 
 SLICE_PAGES = 16384  # 128 MB of heap per statement: about a second of hashing
 MAX_BUCKETS = 16384  # groups per pass: well inside work_mem, and the lists the client keeps
-DOWNLOAD_BATCH_ROWS = 50_000  # rows of (key, row hash) held per side at once
+DOWNLOAD_BATCH_ROWS = 100_000  # rows of (key, row hash) held per side at once
 TID_RANGE_SCAN_MAJOR = 14
 Print = tuple[int, int]
 Item = tuple[int, Print, Print]  # a mismatching bucket: residue, fingerprint on a, on b
