@@ -47,7 +47,7 @@ RAW_HASH_TYPES = frozenset(
 class Column:
     name: str
     type: str  # format_type() under an empty search_path: usable in a cast
-    hashing: str  # 'raw', 'numeric' (raw plus its scale), 'float' (raw bits when portable), 'text'
+    hashing: str  # 'raw', 'numeric' (plus scale and sign), 'float' (bits when portable), 'text'
     not_null: bool
     collation: str | None
 
@@ -76,7 +76,7 @@ class TableInfo:
 def _hashing(row: dict) -> str:
     builtin = row["base_nsp"] == "pg_catalog"
     if builtin and row["base_type"] == "numeric":
-        return "numeric" if row["typmod"] < 0 else "raw"
+        return "numeric"  # its hash ignores the sign and the scale, and NaN = Infinity = 0
     if builtin and row["base_type"] in ("float4", "float8"):
         return "float"
     if builtin and row["base_type"] in RAW_HASH_TYPES:
