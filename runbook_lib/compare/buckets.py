@@ -18,7 +18,7 @@ from runbook_lib.compare.diff import DOWNLOAD_ROWS, Both, Finding
 from runbook_lib.compare.fingerprint import Key, Slice, TableSQL, key_of
 from runbook_lib.compare.session import Side
 
-SLICE_PAGES = 16384  # 128 MB of heap per statement: about a second of hashing
+SLICE_PAGES = 65536  # 512 MB of heap per statement: a few seconds, far from recovery conflicts
 MAX_BUCKETS = 16384  # groups per pass: well inside work_mem, and the lists the client keeps
 DOWNLOAD_BATCH_ROWS = 100_000  # rows of (key, row hash) held per side at once
 TID_RANGE_SCAN_MAJOR = 14
