@@ -200,12 +200,13 @@ def primary_with_backlog(work: Path, count: int, port: int) -> tuple[LocalCluste
         {
             "wal_level": "replica",
             "archive_mode": "on",
-            "archive_command": shlex.quote(f"cp %p {archive}/%f"),
+            "archive_command": f"'cp %p {archive}/%f'",
             "max_wal_size": "'4GB'",
         }
     )
     primary.start()
     backup = work / "backup"
+    LOCAL.make_dir(backup, owner=server_os_user(), mode=0o700)
     LOCAL.run(
         [pgbin.program("pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
          "-D", str(backup), "-X", "fetch", "-c", "fast"],
@@ -237,7 +238,7 @@ def replay_once(work: Path, backup: Path, target: str, port: int, mode: str, com
     extra = {"recovery_prefetch": "off"} if mode == "pg_standby" else {}
     standby.configure(
         {
-            "restore_command": shlex.quote(command),
+            "restore_command": "'" + command.replace("'", "''") + "'",
             "hot_standby": "on",
             "archive_mode": "off",
             "wal_retrieve_retry_interval": "'1s'",
