@@ -39,6 +39,7 @@ from runbook_lib import pgbin, wal_restore
 from runbook_lib.cluster import LocalCluster, server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.host import LOCAL
+from runbook_lib.ports import free_ports
 from runbook_lib.standby.tools import install_tools
 
 SEGMENT = "000000010000000000000042"
@@ -141,6 +142,25 @@ def wait_for_prefetcher_exit(datadir: Path) -> None:
         time.sleep(0.05)
 
 
+def fresh_data_directory(work: Path) -> Path:
+    datadir = work / "data"
+    shutil.rmtree(datadir, ignore_errors=True)
+    (datadir / "pg_wal").mkdir(parents=True)
+    (datadir / "standby.signal").touch()
+    return datadir
+
+
+def stage_all(script: list[str], names: list[str], datadir: Path) -> None:
+    """Restore the first segment with a window as long as the backlog, wait until it is staged."""
+    dest = datadir / "pg_wal" / "RECOVERYXLOG"
+    subprocess.run([*script, "--prefetch", str(len(names)), names[0], str(dest)], check=True)
+    dest.unlink()
+    staging = datadir / "pg_wal" / wal_restore.STAGING
+    deadline = time.monotonic() + 120
+    while len(list(staging.glob("0*"))) < len(names) - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def catch_up(work: Path, count: int) -> float:
     archive = work / "archive"
     names = fill_archive(archive, count)
@@ -164,15 +184,21 @@ def catch_up(work: Path, count: int) -> float:
             name,
         ],  # fmt: skip
     }
-    totals: dict[str, list[float]] = {name: [] for name in commands}
+    staged = "restore, every segment already staged (the foreground alone)"
+    totals: dict[str, list[float]] = {name: [] for name in [*commands, staged]}
     for _ in range(3):
         for label, argv_for in commands.items():
-            datadir = work / "data"
-            shutil.rmtree(datadir, ignore_errors=True)
-            (datadir / "pg_wal").mkdir(parents=True)
-            (datadir / "standby.signal").touch()
+            datadir = fresh_data_directory(work)
             totals[label].append(catch_up_once(argv_for, names, datadir))
             wait_for_prefetcher_exit(datadir)
+        datadir = fresh_data_directory(work)
+        stage_all(script, names, datadir)
+        totals[staged].append(
+            catch_up_once(commands["restore (standby mode, staging)"], names[1:], datadir)
+            * len(names)
+            / (len(names) - 1)
+        )
+        wait_for_prefetcher_exit(datadir)
     cp = min(totals["cp"])
     print(f"2. catch-up: {count} consecutive 16 MB segments, one request after another, best of 3")
     print(f"{'variant':42} {'total s':>8} {'ms/segment':>11} {'x cp':>6}")
@@ -193,6 +219,7 @@ def _cluster(work: Path, name: str, port: int) -> LocalCluster:
 
 
 def primary_with_backlog(work: Path, count: int, port: int) -> tuple[LocalCluster, Path, str]:
+    """A primary on `port` that archived `count` segments after a base backup was taken."""
     archive = work / "wal_archive"
     LOCAL.make_dir(archive, owner=server_os_user(), mode=0o755)
     primary = _cluster(work, "primary", port)
@@ -259,7 +286,7 @@ def replay_once(work: Path, backup: Path, target: str, port: int, mode: str, com
 
 
 def standby_replay(work: Path, count: int) -> dict[str, float]:
-    port = random.randrange(20000, 60000)
+    port, standby_port = free_ports(2, start=random.randrange(20000, 60000, 100))
     _, backup, target = primary_with_backlog(work, count, port)
     archive = work / "wal_archive"
     tools = work / "server_tools"
