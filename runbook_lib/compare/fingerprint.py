@@ -7,9 +7,8 @@ one sequential pass whatever the heap's order, in block-range slices). Two row h
 
 - fast (same major version): `hashint8extended(hash_record_extended(ROW(...), 0), 0)` over the
   columns (the outer hash mixes: the inner one is linear in the column hashes), with enums,
-  json, intervals, composites and other types that hash looser than they print cast to text, and
-  numerics hashed together with their scale, their sign and, for NaN and infinities, their text
-  (hash_numeric() sees only the digits: 1.0 and 1.00, 5 and -5, NaN and Infinity hash alike).
+  json, intervals, numerics, composites and other types that hash looser than they print cast to
+  text (hash_numeric() sees only the digits: 1.0 and 1.00, 5 and -5, NaN and Infinity hash alike).
 - portable (any versions, or on request): the first 64 bits of `md5(ROW(...)::text)`, floats as
   their IEEE bits, under the session settings pinned in `session.py`.
 
@@ -61,7 +60,7 @@ class TableSQL:
 
     info: TableInfo
     columns: tuple[str, ...]
-    hashing: dict[str, str]  # column -> 'raw' | 'numeric' | 'float' | 'text' (agreed by both sides)
+    hashing: dict[str, str]  # column -> 'raw' | 'float' | 'text' (agreed by both sides)
     portable: bool
 
     # ----- pieces
@@ -82,15 +81,6 @@ class TableSQL:
                     func = "float4send" if self.info.column(name).type == "real" else "float8send"
                     col = sql.SQL("pg_catalog.{}({})").format(sql.SQL(func), col)
                 exprs.append(col)
-            elif how == "numeric":  # hash_numeric() hashes the digits alone
-                exprs += [
-                    col,
-                    sql.SQL("pg_catalog.scale({})").format(col),
-                    sql.SQL("({} < 0)").format(col),
-                    sql.SQL("CASE WHEN pg_catalog.scale({0}) IS NULL THEN {0}::text END").format(
-                        col
-                    ),
-                ]
             elif how in ("raw", "float"):
                 exprs.append(col)
             else:
@@ -129,7 +119,7 @@ class TableSQL:
         parts = []
         for name in key:
             col = self._col(name)
-            if self.hashing[name] not in ("raw", "float", "numeric"):
+            if self.hashing[name] not in ("raw", "float"):
                 col = col + sql.SQL("::text")
             elif self.info.column(name).collation is not None:
                 col = col + sql.SQL(' COLLATE "C"')
