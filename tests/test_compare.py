@@ -594,3 +594,23 @@ def test_numeric_sign_and_special_values_are_differences(pair):
     for portable in (False, True):
         result = compare(pair, "signs", portable=portable)
         assert found(result) == {("signs.t", str(k), "different") for k in range(1, 6)}, portable
+
+
+def test_a_big_table_is_read_by_several_sessions_per_side(shuffled, monkeypatch):
+    from runbook_lib.compare import buckets
+
+    monkeypatch.setattr(buckets, "MIN_PARALLEL_PAGES", 10)  # 60,000 rows count as big here
+    assert compare(shuffled, "shuffled", workers=3).identical
+    run(shuffled[1], "DELETE FROM shuffled.t WHERE id IN (17, 31000)")
+    try:
+        result = compare(shuffled, "shuffled", workers=3)
+    finally:
+        run(shuffled[1], "INSERT INTO shuffled.t SELECT g, 'v' || g, jsonb_build_object('g', g), "
+                         "g / 7.0, timestamptz '2024-01-01 00:00+00' + g * interval '1 min' "
+                         "FROM unnest(ARRAY[17, 31000]) g")  # fmt: skip
+    assert found(result) == {("shuffled.t", "17", "missing there"),
+                             ("shuffled.t", "31000", "missing there")}  # fmt: skip
+    assert result.read_at["here"]["workers"] == result.read_at["there"]["workers"] == 3
+    assert result.summary.iloc[0]["rows_there"] == 59998
+    with pytest.raises(ConfigurationError, match="workers"):
+        compare(shuffled, "shuffled", workers=0)

@@ -5,35 +5,92 @@ ranges: each side reads its heap once, in its own physical order, in block-range
 statements, safe on a hot standby), and adds up per bucket. Only mismatching buckets are read
 again: big ones are split into finer buckets (one more pass over the rows of those buckets),
 small ones are downloaded as (key, row hash) and merged, a batch at a time.
+
+A big table's slices may be read by several sessions per side at once (Readers): the server's
+own max_parallel_workers_per_gather says how many cores a query may take there.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from runbook_lib.compare.diff import DOWNLOAD_ROWS, Both, Finding
 from runbook_lib.compare.fingerprint import Key, Slice, TableSQL, key_of
-from runbook_lib.compare.session import Side
+from runbook_lib.compare.session import Side, open_side
 
 SLICE_PAGES = 65536  # 512 MB of heap per statement: a few seconds, far from recovery conflicts
 MAX_BUCKETS = 16384  # groups per pass: well inside work_mem, and the lists the client keeps
 DOWNLOAD_BATCH_ROWS = 100_000  # rows of (key, row hash) held per side at once
 TID_RANGE_SCAN_MAJOR = 14
+MIN_PARALLEL_PAGES = 8192  # 64 MB: a smaller table is read by one session per side
+MAX_WORKERS = 4
 Print = tuple[int, int]
 Item = tuple[int, Print, Print]  # a mismatching bucket: residue, fingerprint on a, on b
 
 
-def slices(side: Side, sql_: TableSQL) -> list[Slice]:
-    """Block ranges of SLICE_PAGES covering the heap, the last one open-ended (rows added
-    meanwhile are read). One slice for partitioned tables and before PostgreSQL 14."""
+def slices(side: Side, sql_: TableSQL, workers: int = 1) -> list[Slice]:
+    """Block ranges covering the heap, the last one open-ended (rows added meanwhile are read):
+    SLICE_PAGES each, or smaller so that `workers` sessions share a big table. One slice for
+    partitioned tables and before PostgreSQL 14."""
     info = sql_.info
-    if info.relkind != "r" or side.major < TID_RANGE_SCAN_MAJOR or info.pages <= SLICE_PAGES:
+    if info.relkind != "r" or side.major < TID_RANGE_SCAN_MAJOR:
         return [Slice()]
-    cuts = list(range(SLICE_PAGES, info.pages, SLICE_PAGES))
+    size = SLICE_PAGES
+    if workers > 1 and info.pages >= MIN_PARALLEL_PAGES:
+        size = min(size, math.ceil(info.pages / (workers * 2)))
+    if info.pages <= size:
+        return [Slice()]
+    cuts = list(range(size, info.pages, size))
     return [Slice(lo, hi) for lo, hi in zip([0, *cuts], [*cuts, None], strict=True)]
+
+
+@dataclass
+class Readers:
+    """The sessions reading one side: its own, and up to `workers` - 1 more opened on first use
+    (same pinned settings, read-only)."""
+
+    side: Side
+    workers: int = 1
+    extra: list[Side] = field(default_factory=list)
+    used: int = 1  # the most sessions that read at once
+
+    def each(self, parts: list[Slice], fn: Callable[[Side, Slice], Any]) -> list[Any]:
+        """fn(session, slice) for every slice, spread over the sessions; results in slice order."""
+        count = min(self.workers, len(parts))
+        if count <= 1:
+            return [fn(self.side, part) for part in parts]
+        while len(self.extra) < count - 1:
+            self.extra.append(open_side(self.side.label, self.side.endpoint))
+        sessions = [self.side, *self.extra[: count - 1]]
+        self.used = max(self.used, count)
+        results: list[Any] = [None] * len(parts)
+
+        def work(k: int) -> None:
+            for i in range(k, len(parts), count):
+                results[i] = fn(sessions[k], parts[i])
+
+        with ThreadPoolExecutor(count, thread_name_prefix=f"compare-{self.side.label}") as pool:
+            for future in [pool.submit(work, k) for k in range(count)]:
+                future.result()
+        return results
+
+    def close(self) -> None:
+        for session in self.extra:
+            session.close()
+
+
+def server_workers(side: Side) -> int:
+    """Sessions per side for big tables: what the server lets one query use (its
+    max_parallel_workers_per_gather as configured, not as this session pins it), 1 to 4."""
+    row = side.conn.execute(
+        "SELECT reset_val::int AS n FROM pg_catalog.pg_settings "
+        "WHERE name = 'max_parallel_workers_per_gather'"
+    ).fetchone()
+    return max(1, min(MAX_WORKERS, row["n"] if row else 1))
 
 
 def bucket_count(rows: int, chunk_rows: int) -> int:
@@ -47,28 +104,35 @@ def sliced(side: Side, parts: list[Slice], make: Callable[[Slice], tuple]) -> It
         yield from side.conn.execute(query, params)
 
 
-def total(side: Side, sql_: TableSQL, parts: list[Slice], done: Callable[[], None]) -> Print:
-    n = s = 0
-    for part in parts:
+def total(readers: Readers, sql_: TableSQL, parts: list[Slice], done: Callable[[], None]):
+    def one(side: Side, part: Slice) -> Print:
         query, params = sql_.total(part)
         row = side.conn.execute(query, params).fetchone()
-        n, s = n + row["n"], s + int(row["s"])
         done()
-    return n, s
+        return row["n"], int(row["s"])
+
+    prints = readers.each(parts, one)
+    return sum(p[0] for p in prints), sum(p[1] for p in prints)
 
 
 def bucket_prints(
-    side: Side,
+    readers: Readers,
     sql_: TableSQL,
     parts: list[Slice],
     modulus: int,
     within: tuple[int, list[int]] | None = None,
 ) -> dict[int, Print]:
     """Fingerprint of every bucket modulo `modulus` that has rows (within `within`)."""
+
+    def one(side: Side, part: Slice) -> list[dict]:
+        query, params = sql_.bucket_prints(modulus, part, within)
+        return side.conn.execute(query, params).fetchall()
+
     prints: dict[int, Print] = {}
-    for row in sliced(side, parts, lambda p: sql_.bucket_prints(modulus, p, within)):
-        n, s = prints.get(row["b"], (0, 0))
-        prints[row["b"]] = (n + row["n"], s + int(row["s"]))
+    for rows in readers.each(parts, one):
+        for row in rows:
+            n, s = prints.get(row["b"], (0, 0))
+            prints[row["b"]] = (n + row["n"], s + int(row["s"]))
     return prints
 
 
@@ -76,24 +140,24 @@ def bucket_prints(
 class BucketDriller:
     """Lists the differing keys of mismatching buckets of one table."""
 
-    side_a: Side
-    side_b: Side
+    readers_a: Readers
+    readers_b: Readers
     sql_a: TableSQL
     sql_b: TableSQL
     slices_a: list[Slice]
     slices_b: list[Slice]
     both: Both
 
-    def _pair(self, fn: Callable[[Side, TableSQL, list[Slice]], Any]) -> tuple[Any, Any]:
+    def _pair(self, fn: Callable[[Readers, TableSQL, list[Slice]], Any]) -> tuple[Any, Any]:
         return self.both(
-            lambda: fn(self.side_a, self.sql_a, self.slices_a),
-            lambda: fn(self.side_b, self.sql_b, self.slices_b),
+            lambda: fn(self.readers_a, self.sql_a, self.slices_a),
+            lambda: fn(self.readers_b, self.sql_b, self.slices_b),
         )
 
     def prints(
         self, modulus: int, within: tuple[int, list[int]] | None = None
     ) -> tuple[dict[int, Print], dict[int, Print]]:
-        return self._pair(lambda side, s, parts: bucket_prints(side, s, parts, modulus, within))
+        return self._pair(lambda r, s, parts: bucket_prints(r, s, parts, modulus, within))
 
     def drill(self, modulus: int, items: list[Item], found: Finding) -> set[int]:
         """Add the differing keys of the buckets `items` (residue, print a, print b) to `found`;
@@ -141,9 +205,9 @@ class BucketDriller:
         return left
 
     def _download(self, modulus: int, residues: list[int], found: Finding) -> set[int]:
-        def fetch(side: Side, s: TableSQL, parts: list[Slice]) -> dict[Key, tuple[int, int]]:
+        def fetch(readers: Readers, s: TableSQL, parts: list[Slice]) -> dict[Key, tuple[int, int]]:
             width = len(s.info.key)
-            rows = sliced(side, parts, lambda p: s.bucket_rows(modulus, residues, p))
+            rows = sliced(readers.side, parts, lambda p: s.bucket_rows(modulus, residues, p))
             return {key_of(r, width): (r["b"], int(r["h"])) for r in rows}
 
         ra, rb = self._pair(fetch)

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from runbook_lib.compare import buckets
-from runbook_lib.compare.buckets import BucketDriller
+from runbook_lib.compare.buckets import BucketDriller, Readers
 from runbook_lib.compare.diff import Driller, Finding, kind
 from runbook_lib.compare.fingerprint import Bucket, Range, Slice
 from runbook_lib.compare.keys import list_tables, load_table
@@ -125,8 +125,9 @@ def _estimated_chunks(state: TableState, chunk_rows: int) -> int:
     return buckets.bucket_count(int(rows), chunk_rows)
 
 
-def _fingerprint_all(side: Side, which: int, states: list[TableState], progress: _Progress):
+def _fingerprint_all(readers: Readers, which: int, states: list[TableState], progress: _Progress):
     """One pass per table over this side's heap: the whole table's fingerprint."""
+    side = readers.side
     started = side.now()
     for index, state in enumerate(states):
         table_sql = state.pair.sql_a if which == 0 else state.pair.sql_b
@@ -136,8 +137,8 @@ def _fingerprint_all(side: Side, which: int, states: list[TableState], progress:
         def step(index=index, parts=parts, done=done) -> None:
             progress.advance(which, index, next(done) / len(parts))
 
-        state.totals[which] = buckets.total(side, table_sql, parts, step)
-    return {"started": started, "finished": side.now()}
+        state.totals[which] = buckets.total(readers, table_sql, parts, step)
+    return {"started": started, "finished": side.now(), "workers": readers.used}
 
 
 def compare_databases(
@@ -152,6 +153,7 @@ def compare_databases(
     labels: Sequence[str] = ("here", "there"),
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    workers: int | None = None,
 ) -> Comparison:
     """Compare every table of `schemas` (or `tables`) between `a` and `b`, read-only.
 
@@ -160,14 +162,22 @@ def compare_databases(
     `portable=True` forces the text-hash path that any two PostgreSQL versions agree on (it is
     used anyway when the major versions differ). `settle`, when given, is called once if
     anything differs; differences are then re-checked and only those that persist are reported.
+    `workers`: sessions per side reading a big table (default: the server's own
+    max_parallel_workers_per_gather, at most 4); `read_at` says how many each side used.
     """
     labels = _validate(max_keys, labels)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(f"workers must be a positive integer, got {workers!r}")
     side_a, side_b = open_sides(labels, a, b)
+    readers = []
     try:
+        readers = [Readers(s, workers or buckets.server_workers(s)) for s in (side_a, side_b)]
         with BothSides() as both:
-            run = _Run(side_a, side_b, both, max_keys)
+            run = _Run(side_a, side_b, both, max_keys, *readers)
             return _compare(run, tables, schemas, portable, settle, labels, progress, chunk_rows)
     finally:
+        for reader in readers:
+            reader.close()
         side_a.close()
         side_b.close()
 
@@ -178,6 +188,8 @@ class _Run:
     side_b: Side
     both: BothSides
     max_keys: int
+    readers_a: Readers
+    readers_b: Readers
 
 
 def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chunk_rows):
@@ -201,15 +213,15 @@ def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chu
     both_present = [s for s in states if s.pair.a is not None and s.pair.b is not None]
     for state in both_present:
         state.slices = [
-            buckets.slices(side_a, state.pair.sql_a),
-            buckets.slices(side_b, state.pair.sql_b),
+            buckets.slices(side_a, state.pair.sql_a, run.readers_a.workers),
+            buckets.slices(side_b, state.pair.sql_b, run.readers_b.workers),
         ]
 
     bar = _Progress([_estimated_chunks(s, chunk_rows) for s in both_present], progress)
     try:
         read_a, read_b = both(
-            lambda: _fingerprint_all(side_a, 0, both_present, bar),
-            lambda: _fingerprint_all(side_b, 1, both_present, bar),
+            lambda: _fingerprint_all(run.readers_a, 0, both_present, bar),
+            lambda: _fingerprint_all(run.readers_b, 1, both_present, bar),
         )
         for index, state in enumerate(both_present):
             _plan(state, chunk_rows)
@@ -260,7 +272,7 @@ def _fingerprint_chunks(run: _Run, state: TableState) -> None:
 def _bucket_driller(run: _Run, state: TableState) -> BucketDriller:
     assert state.pair.sql_a and state.pair.sql_b
     return BucketDriller(
-        run.side_a, run.side_b, state.pair.sql_a, state.pair.sql_b, *state.slices, run.both
+        run.readers_a, run.readers_b, state.pair.sql_a, state.pair.sql_b, *state.slices, run.both
     )
 
 
