@@ -13,7 +13,9 @@ Printed, as ratios against baselines measured in the same run:
 - limit: one scan per server over the whole table, both at once, with the engine's own row hash
   (one statement per server, no chunks: the least reading a proof of equality can do); it and
   the engine on identical tables are timed best of 3, everything else once;
-- engine on identical tables (engine / limit); its portable md5 path once (first case only);
+- engine on identical tables (engine / limit), with the sessions per side it used (a big
+  table is shared by the server's max_parallel_workers_per_gather sessions, default 2); its
+  portable md5 path once (first case only);
   reladiff (hashdiff over all columns, two threads per database) when installed (reladiff /
   engine);
 - 100 scattered differences (34 updated, 33 deleted, 33 inserted on `there`): the engine must
@@ -219,8 +221,10 @@ def run_case(a0, b0, rows: int, table: Table, shuffled: bool, opts) -> dict:
     print(f"{'limit: one scan per server, both at once':46} {base:6.2f} s", flush=True)
     seconds, result = engine(a, b, table)
     assert result.identical, result.summary
-    print(f"{'engine, identical':46} {_ratio(seconds, base)}", flush=True)
+    workers = result.read_at["here"]["workers"], result.read_at["there"]["workers"]
+    print(f"{'engine, identical':46} {_ratio(seconds, base)}  sessions per side: {workers}")
     out = {"table": table.name, "order": order, "rows": rows, "limit": base, "engine": seconds}
+    out["workers"] = max(workers)
     if opts.portable:
         portable_s, result = _timed(lambda: _compare(a, b, table, portable=True))
         assert result.identical, result.summary
@@ -255,6 +259,7 @@ def _load(endpoint: Endpoint, table: Table, rows: int, shuffled: bool) -> None:
 def summary_line(r: dict) -> str:
     ratio = r["engine"] / r["limit"]
     line = f"{r['table']:>5} {r['rows']:>11,} rows, {r['order']:24}: engine {ratio:.2f}x limit"
+    line += f" ({r['workers']} sessions/side)"
     line += "" if ratio <= LIMIT_RATIO else " (MISSES)"
     if r.get("reladiff_x"):
         line += f", {r['reladiff_x']:.1f}x faster than reladiff"
