@@ -9,14 +9,27 @@ once. With --wait (pg_standby mode) it sleeps and re-checks until the file is th
 segment size, the trigger file appears, or --max-wait passes. Trigger content `fast` ends
 recovery at once; empty or `smart` first delivers what the archive already holds.
 
+Catch-up (both modes): after restoring a segment during recovery (standby.signal or
+recovery.signal next to %p's directory), a detached child process copies the next --prefetch
+segments of the same timeline from the archive into a private staging directory inside %p's
+directory (pg_wal: the same filesystem, and base backups skip its contents), like
+`barman-wal-restore --parallel`. A later request for a staged segment only checks it and links
+it into place: same size as the archive's file, same modification time (copied from the
+archive's file when staged), full segment size. Anything else is discarded and copied from the
+archive as usual. Staged files are written under a temporary name and renamed when complete;
+their number is bounded by --prefetch, the space by the same and the free space of the
+filesystem; files outside the window after the latest request (older, or another timeline)
+are removed, and all of them when recovery ends or nothing is requested for a while.
+
 Exit status: 0 restored, 1 not found / failover / copy failed, 2 bad arguments. Never 126 or more
 (that would abort recovery). Messages go to stderr, which lands in the server log.
 
-Standard library only, and only modules built into the interpreter (os, sys, time): the server
-runs this as its own OS user with `python3 -I -S`, where every import costs start-up time.
+Standard library only, and only modules built into the interpreter (posix, sys, time): the
+server runs this as its own OS user with `python3 -I -S`, where every import costs start-up time
+(`os` alone, with posixpath and collections.abc, costs about 1 ms: a sixth of a `cp`).
 """
 
-import os
+import posix
 import sys
 import time
 
@@ -24,9 +37,18 @@ PROG = "runbook-restore-wal"
 EXIT_RESTORED, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 HEX = frozenset("0123456789ABCDEF")
+DEFAULT_PREFETCH = 8
+STAGING = "runbook-restore-staging"
+LOCK, LATEST = "prefetch.pid", "latest"  # in the staging directory
+RECOVERY_SIGNALS = ("standby.signal", "recovery.signal")
+POLL_S = 0.02  # the prefetcher looks for consumed segments this often
+LINGER_S = 30.0  # staged segments nobody asks for are removed after this long
+STALE_LOCK_S = 10.0  # a prefetcher refreshes its lock file far more often than this
+RESERVE_FRACTION = 0.05  # never fill the staging filesystem beyond 95 %
 
 USAGE = f"""usage: {PROG} --archive DIR [--wait] [--trigger FILE] [--sleep S] [--max-wait S]
-       [--retries N] [--cleanup] [--segment-size BYTES] [--verbose] WALFILE DEST [RESTARTFILE]
+       [--retries N] [--cleanup] [--segment-size BYTES] [--prefetch N] [--staging DIR]
+       [--verbose] WALFILE DEST [RESTARTFILE]
 
 Restore WALFILE (%f) from the archive DIR into DEST (%p). With --cleanup, remove archived
 segments older than RESTARTFILE (%r) after a successful restore (only for an archive that serves
@@ -41,10 +63,55 @@ this standby alone).
   --retries N          attempts for a copy that fails (default 3)
   --cleanup            remove archived segments older than RESTARTFILE after restoring
   --segment-size BYTES WAL segment size (default 16777216)
+  --prefetch N         during recovery, stage up to N following segments in the background
+                       (default 8; 0: never)
+  --staging DIR        where staged segments wait (default: DEST's directory/{STAGING});
+                       must be on DEST's filesystem
   --verbose            report every restore, not only failures
 
 exit status: 0 restored, 1 not found or failover, 2 bad arguments
 """
+
+
+# ----- paths, without importing os and posixpath
+
+
+def join(directory, name):
+    if not directory:
+        return name
+    return directory + name if directory.endswith("/") else directory + "/" + name
+
+
+def dirname(path):
+    head = path[: path.rfind("/") + 1]
+    return head.rstrip("/") or head
+
+
+def basename(path):
+    return path[path.rfind("/") + 1 :]
+
+
+def abspath(path):
+    return path if path.startswith("/") else join(posix.getcwd(), path)
+
+
+def exists(path, stat=posix.stat):
+    try:
+        stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def lexists(path):
+    return exists(path, posix.lstat)
+
+
+def isdir(path):
+    try:
+        return posix.stat(path).st_mode & 0o170000 == 0o040000
+    except (OSError, ValueError):
+        return False
 
 
 def say(message):
@@ -66,6 +133,8 @@ def parse_args(argv):
         "retries": 3,
         "cleanup": False,
         "segment_size": DEFAULT_SEGMENT_SIZE,
+        "prefetch": DEFAULT_PREFETCH,
+        "staging": None,
         "verbose": False,
     }
     valued = {
@@ -75,6 +144,8 @@ def parse_args(argv):
         "--max-wait": ("max_wait", float),
         "--retries": ("retries", int),
         "--segment-size": ("segment_size", int),
+        "--prefetch": ("prefetch", int),
+        "--staging": ("staging", str),
     }
     flags = {"--wait": "wait", "--cleanup": "cleanup", "--verbose": "verbose"}
     positional = []
@@ -115,6 +186,8 @@ def parse_args(argv):
         raise Usage("--sleep must be > 0, --max-wait >= 0 and --retries >= 1")
     if opts["segment_size"] <= 0:
         raise Usage("--segment-size must be positive")
+    if opts["prefetch"] < 0:
+        raise Usage("--prefetch must be >= 0")
     walfile = positional[0]
     if not walfile or "/" in walfile or walfile in (".", ".."):
         raise Usage(f"WALFILE must be a plain file name, got {walfile!r}")
@@ -122,6 +195,8 @@ def parse_args(argv):
     opts["restartfile"] = positional[2] if len(positional) == 3 else None
     if opts["cleanup"] and not opts["restartfile"]:
         raise Usage("--cleanup needs RESTARTFILE (%r)")
+    if opts["staging"] is None:
+        opts["staging"] = join(dirname(opts["dest"]) or ".", STAGING)
     return opts
 
 
@@ -136,7 +211,7 @@ def is_immediate(name):
 
 def file_size(path):
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except FileNotFoundError:
         return None
     return st.st_size
@@ -147,24 +222,24 @@ def copy_fd(fdin, fdout, size):
     copied = 0
     try:
         while copied < size:
-            n = os.copy_file_range(fdin, fdout, size - copied)
+            n = posix.copy_file_range(fdin, fdout, size - copied)
             if n == 0:
                 break
             copied += n
     except OSError:  # no copy_file_range for these files (old kernel, odd filesystem)
-        os.lseek(fdin, copied, os.SEEK_SET)
-        os.lseek(fdout, copied, os.SEEK_SET)
+        posix.lseek(fdin, copied, 0)
+        posix.lseek(fdout, copied, 0)
         while copied < size:
-            chunk = os.read(fdin, min(1 << 20, size - copied))
+            chunk = posix.read(fdin, min(1 << 20, size - copied))
             if not chunk:
                 break
-            os.write(fdout, chunk)
+            posix.write(fdout, chunk)
             copied += len(chunk)
     return copied
 
 
 def same_content(a, b):
-    if os.stat(a).st_size != os.stat(b).st_size:
+    if posix.stat(a).st_size != posix.stat(b).st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
@@ -179,47 +254,278 @@ def deliver(src, dest, expected_size):
     """Copy src to dest through a temporary file next to dest; never replace an existing dest.
 
     Returns None on success, else a message. expected_size: required size (None: any)."""
-    tmp = os.path.join(os.path.dirname(dest) or ".", f".{os.path.basename(dest)}.{os.getpid()}.tmp")
-    fdin = os.open(src, os.O_RDONLY)
+    tmp = join(dirname(dest) or ".", f".{basename(dest)}.{posix.getpid()}.tmp")
+    fdin = posix.open(src, posix.O_RDONLY)
     try:
-        size = os.fstat(fdin).st_size
+        size = posix.fstat(fdin).st_size
         if expected_size is not None and size != expected_size:
             return f"{src} is {size} bytes, not {expected_size}: still being copied?"
-        fdout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fdout = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o600)
         try:
             copied = copy_fd(fdin, fdout, size)
         finally:
-            os.close(fdout)
+            posix.close(fdout)
     finally:
-        os.close(fdin)
+        posix.close(fdin)
     try:
         if copied != size:
             return f"copied {copied} of {size} bytes of {src}"
         try:
-            os.link(tmp, dest)  # fails if dest exists: never overwrite
+            posix.link(tmp, dest)  # fails if dest exists: never overwrite
         except FileExistsError:
             return None if same_content(src, dest) else f"{dest} exists with other content"
         except OSError:  # a filesystem without hard links
-            if os.path.exists(dest):
+            if exists(dest):
                 return None if same_content(src, dest) else f"{dest} exists with other content"
-            os.rename(tmp, dest)
+            posix.rename(tmp, dest)
         return None
     finally:
         try:  # noqa: SIM105 (contextlib would cost start-up time)
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+# ----- staging: segments copied ahead by a background child, taken by later calls
+
+
+def next_segment(name, segment_size):
+    """The segment after `name` on the same timeline."""
+    per_id = 0x100000000 // segment_size
+    log, seg = int(name[8:16], 16), int(name[16:24], 16) + 1
+    if seg >= per_id:
+        log, seg = log + 1, 0
+    return f"{name[:8]}{log:08X}{seg:08X}"
+
+
+def take_staged(opts, src, expected_size):
+    """Link the staged copy of the requested segment to DEST when it is complete and still
+    matches the archive's file (size and modification time); remove it either way."""
+    staged = join(opts["staging"], opts["walfile"])
+    try:
+        st = posix.stat(staged)
+    except OSError:
+        return False
+    taken = False
+    try:
+        archived = posix.stat(src)
+        same = (st.st_size, st.st_mtime_ns) == (archived.st_size, archived.st_mtime_ns)
+        if same and st.st_size == expected_size:
+            posix.link(staged, opts["dest"])  # fails if DEST exists: never overwrite
+            taken = True
+        elif opts["verbose"]:
+            say(f"discarding staged {opts['walfile']}: it differs from the archive's file")
+    except OSError:
+        pass  # DEST appeared, or the archive's file is gone: the usual path decides
+    try:  # noqa: SIM105 (contextlib would cost start-up time)
+        posix.unlink(staged)
+    except OSError:
+        pass
+    if taken and opts["verbose"]:
+        say(f"restored {opts['walfile']} (staged)")
+    return taken
+
+
+def data_directory(dest):
+    return dirname(abspath(dirname(dest) or "."))
+
+
+def in_recovery(datadir):
+    return any(exists(join(datadir, f)) for f in RECOVERY_SIGNALS)
+
+
+def write_latest(staging, name):
+    tmp = join(staging, f".{LATEST}.{posix.getpid()}")
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC, 0o600)
+    try:
+        posix.write(fd, name.encode())
+    finally:
+        posix.close(fd)
+    posix.replace(tmp, join(staging, LATEST))
+
+
+def read_latest(staging):
+    try:
+        with open(join(staging, LATEST)) as f:
+            name = f.read(64).strip()
+    except OSError:
+        return None
+    return name if is_segment_name(name) else None
+
+
+def prefetcher_alive(staging):
+    path = join(staging, LOCK)
+    try:
+        age = time.time() - posix.stat(path).st_mtime
+        with open(path) as f:
+            pid = int(f.read(32) or "0")
+    except (OSError, ValueError):
+        return False
+    if age > STALE_LOCK_S or pid <= 0:
+        return False
+    try:
+        posix.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_lock(staging):
+    path = join(staging, LOCK)
+    for _ in range(2):
+        try:
+            fd = posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o600)
+        except FileExistsError:
+            if prefetcher_alive(staging):
+                return False
+            try:  # noqa: SIM105
+                posix.unlink(path)  # left by a prefetcher that died
+            except FileNotFoundError:
+                pass
+            continue
+        posix.write(fd, str(posix.getpid()).encode())
+        posix.close(fd)
+        return True
+    return False
+
+
+def start_prefetch(opts):
+    """After a segment was restored during recovery: note it as the latest request and make sure
+    a prefetcher is staging what follows it (a detached child; this process returns at once)."""
+    name, staging = opts["walfile"], opts["staging"]
+    if not opts["prefetch"] or not is_segment_name(name):
+        return
+    if not in_recovery(data_directory(opts["dest"])):
+        return
+    try:  # noqa: SIM105
+        posix.mkdir(staging, 0o700)
+    except FileExistsError:
+        pass
+    write_latest(staging, name)
+    wanted = window(name, opts["prefetch"], opts["segment_size"])
+    if file_size(join(opts["archive"], wanted[0])) is None:
+        # caught up: nothing to stage; drop what no later request can take (other timeline)
+        remove_files(staging, staged_names(staging) - set(wanted))
+        return
+    if prefetcher_alive(staging):
+        return  # it reads the latest request and follows it
+    if posix.fork() == 0:  # the child: detach from the caller's output and stage
+        try:
+            null = posix.open("/dev/null", posix.O_RDWR)
+            for fd in (0, 1, 2):
+                posix.dup2(null, fd)
+            posix.closerange(3, 1024)  # nothing of the server's stays open in a lingering child
+            prefetch(opts)
+        finally:
+            posix._exit(0)
+
+
+def staged_names(staging):
+    try:
+        return {n for n in posix.listdir(staging) if is_segment_name(n)}
+    except OSError:
+        return set()
+
+
+def window(latest, count, segment_size):
+    names = []
+    for _ in range(count):
+        latest = next_segment(latest, segment_size)
+        names.append(latest)
+    return names
+
+
+def remove_files(staging, names):
+    for name in names:
+        try:  # noqa: SIM105
+            posix.unlink(join(staging, name))
+        except OSError:
+            pass
+
+
+def room_for(staging, size, count):
+    """Staging one more segment leaves the filesystem room: the whole window and 5 %."""
+    st = posix.statvfs(staging)
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    return free - size >= max(size * count, total * RESERVE_FRACTION)
+
+
+def stage(opts, name):
+    """Copy one segment into the staging directory under a temporary name, give it the archive
+    file's modification time, then rename it: a staged name only ever holds a whole file."""
+    src = join(opts["archive"], name)
+    dest = join(opts["staging"], name)
+    tmp = join(opts["staging"], f".{name}.{posix.getpid()}.tmp")
+    fdin = posix.open(src, posix.O_RDONLY)
+    try:
+        st = posix.fstat(fdin)
+        if st.st_size != opts["segment_size"]:
+            return False  # still being archived
+        fdout = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC, 0o600)
+        try:
+            copied = copy_fd(fdin, fdout, st.st_size)
+        finally:
+            posix.close(fdout)
+    finally:
+        posix.close(fdin)
+    try:
+        if copied != st.st_size:
+            return False
+        posix.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        posix.rename(tmp, dest)
+        return True
+    finally:
+        remove_files(opts["staging"], [basename(tmp)] if exists(tmp) else [])
+
+
+def prefetch(opts):
+    """Keep the --prefetch segments after the latest request staged, following the requests,
+    until nothing is left to stage or to hand out; then remove what nobody asked for."""
+    staging, size, count = opts["staging"], opts["segment_size"], opts["prefetch"]
+    datadir = data_directory(opts["dest"])
+    if not take_lock(staging):
+        return
+    lock = join(staging, LOCK)
+    try:
+        for leftover in posix.listdir(staging):  # temporary files of a prefetcher that died
+            if leftover.endswith(".tmp"):
+                remove_files(staging, [leftover])
+        latest, since = None, time.monotonic()
+        while in_recovery(datadir):
+            posix.utime(lock)
+            now_latest = read_latest(staging)
+            if now_latest is None:
+                break
+            if now_latest != latest:
+                latest, since = now_latest, time.monotonic()
+            wanted = window(latest, count, size)
+            staged = staged_names(staging)
+            remove_files(staging, staged - set(wanted))
+            todo = next((n for n in wanted if n not in staged), None)
+            ready = todo and file_size(join(opts["archive"], todo)) == size
+            if ready and room_for(staging, size, count) and stage(opts, todo):
+                continue
+            if not staged & set(wanted) or time.monotonic() - since > LINGER_S:
+                break
+            time.sleep(POLL_S)
+        remove_files(staging, staged_names(staging))
+    finally:
+        remove_files(staging, [LOCK])
 
 
 def restore(opts, src, expected_size):
     """Copy with retries; return an exit status."""
     dest = opts["dest"]
-    if os.path.lexists(dest):
+    if lexists(dest):
         if same_content(src, dest):
             say(f"{dest} already holds {opts['walfile']}; nothing to do")
             return EXIT_RESTORED
         say(f"refusing to overwrite {dest}: it exists with content other than {src}")
         return EXIT_NOT_FOUND
+    if expected_size is not None and take_staged(opts, src, expected_size):
+        return EXIT_RESTORED
     problem = None
     for attempt in range(1, opts["retries"] + 1):
         try:
@@ -261,11 +567,11 @@ def cleanup(archive, restartfile):
         return
     keep_from = restartfile[8:]
     removed = 0
-    for name in os.listdir(archive):
+    for name in posix.listdir(archive):
         base = name[:-8] if name.endswith(".partial") else name
         if is_segment_name(base) and base[8:] < keep_from:
             try:
-                os.unlink(os.path.join(archive, name))
+                posix.unlink(join(archive, name))
                 removed += 1
             except FileNotFoundError:
                 pass
@@ -276,11 +582,11 @@ def cleanup(archive, restartfile):
 
 def run(opts):
     archive = opts["archive"]
-    if not os.path.isdir(archive):
+    if not isdir(archive):
         say(f"archive directory {archive} does not exist or is not a directory")
         return EXIT_USAGE
     name = opts["walfile"]
-    src = os.path.join(archive, name)
+    src = join(archive, name)
     segment = is_segment_name(name)
     expected = opts["segment_size"] if segment else None
 
@@ -294,6 +600,11 @@ def run(opts):
         status = restore(opts, src, expected)
     else:
         status = wait_and_restore(opts, src, ready)
+    if status == EXIT_RESTORED and segment:
+        try:
+            start_prefetch(opts)
+        except OSError as exc:  # the segment is restored: staging is only an optimisation
+            say(f"not prefetching: {exc.strerror or exc} ({exc.filename or opts['staging']})")
     if status == EXIT_RESTORED and opts["cleanup"]:
         cleanup(archive, opts["restartfile"])
     return status

@@ -505,3 +505,112 @@ def test_progress_bar_counts_chunks(pair, capsys):
     chunks = int(result.summary.iloc[0]["chunks"])
     assert chunks > 3
     assert f"{chunks}/{chunks}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def shuffled(pair):
+    """The same 60,000 rows, stored in key order on one side and in another order on the other."""
+    both(pair, "CREATE SCHEMA shuffled; CREATE TABLE shuffled.t "
+               "(id bigint PRIMARY KEY, v text, doc jsonb, n numeric, at timestamptz)")  # fmt: skip
+    rows = (
+        "INSERT INTO shuffled.t SELECT g, 'v' || g, jsonb_build_object('g', g), g / 7.0, "
+        "timestamptz '2024-01-01 00:00+00' + g * interval '1 min' "
+        "FROM generate_series(1, 60000) g ORDER BY {}"
+    )
+    run(pair[0], rows.format("g"))
+    run(pair[1], rows.format("md5(g::text)"))
+    both(pair, "VACUUM ANALYZE shuffled.t")
+    return pair
+
+
+def physical_order_differs(pair) -> bool:
+    query = "SELECT array_agg(id) AS ids FROM (SELECT id FROM shuffled.t ORDER BY ctid LIMIT 50) s"
+    with connect(pair[0]) as a, connect(pair[1]) as b:
+        return a.execute(query).fetchone() != b.execute(query).fetchone()
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fast", "portable"])
+def test_rows_stored_in_another_physical_order_are_identical_and_differences_exact(
+    shuffled, portable
+):
+    assert physical_order_differs(shuffled)
+    assert compare(shuffled, "shuffled", portable=portable).identical
+    run(shuffled[1], "UPDATE shuffled.t SET doc = doc || '{\"x\": 1}' WHERE id IN (3, 45678); "
+                     "DELETE FROM shuffled.t WHERE id = 59999; "
+                     "INSERT INTO shuffled.t VALUES (70000, 'new', '{}', 1, now())")  # fmt: skip
+    try:
+        result = compare(shuffled, "shuffled", portable=portable)
+    finally:
+        run(shuffled[1], "DELETE FROM shuffled.t WHERE id IN (3, 45678, 70000); "
+                         "INSERT INTO shuffled.t SELECT g, 'v' || g, jsonb_build_object('g', g), "
+                         "g / 7.0, timestamptz '2024-01-01 00:00+00' + g * interval '1 min' "
+                         "FROM unnest(ARRAY[3, 45678, 59999]) g")  # fmt: skip
+    assert found(result) == {
+        ("shuffled.t", "3", "different"),
+        ("shuffled.t", "45678", "different"),
+        ("shuffled.t", "59999", "missing there"),
+        ("shuffled.t", "70000", "missing here"),
+    }
+    row = result.summary.iloc[0]
+    assert (row["rows_here"], row["rows_there"]) == (60000, 60000)
+    assert row["chunks_different"] == 4
+
+
+def test_a_table_read_in_many_slices_is_compared_exactly(shuffled, monkeypatch):
+    """Block-range slices (short statements, one pass in physical order) add up per bucket;
+    big buckets are split before their keys are downloaded."""
+    from runbook_lib.compare import buckets
+
+    monkeypatch.setattr(buckets, "SLICE_PAGES", 7)
+    run(shuffled[0], "UPDATE shuffled.t SET v = 'changed' WHERE id IN (1, 30000, 60000)")
+    try:
+        result = compare(shuffled, "shuffled", chunk_rows=20000)  # 3 buckets of ~20,000 rows
+    finally:
+        run(shuffled[0], "UPDATE shuffled.t SET v = 'v' || id WHERE id IN (1, 30000, 60000)")
+    assert found(result) == {("shuffled.t", k, "different") for k in ("1", "30000", "60000")}
+    assert result.summary.iloc[0]["chunks"] == 3
+    assert compare(shuffled, "shuffled").identical
+
+
+def test_max_keys_stops_listing_in_hash_buckets_and_says_more(shuffled):
+    run(shuffled[1], "UPDATE shuffled.t SET n = -n WHERE id % 1000 = 0")
+    try:
+        result = compare(shuffled, "shuffled", max_keys=5)
+    finally:
+        run(shuffled[1], "UPDATE shuffled.t SET n = -n WHERE id % 1000 = 0")
+    row = result.summary.iloc[0]
+    assert (row["differing_keys"], bool(row["more_keys"])) == (5, True)
+    assert all(int(k) % 1000 == 0 for k in result.differences["key"])
+
+
+def test_numeric_sign_and_special_values_are_differences(pair):
+    """hash_numeric() hashes the digits only: 5 and -5, NaN and Infinity would hash alike."""
+    both(pair, "CREATE SCHEMA signs; CREATE TABLE signs.t (id int PRIMARY KEY, n numeric, "
+               "n2 numeric(8, 2))")  # fmt: skip
+    run(pair[0], "INSERT INTO signs.t VALUES (1, 5, 1), (2, 1, -2.5), (3, 'NaN', 0), "
+                 "(4, '-Infinity', 0), (5, NULL, 0), (6, -7, 7)")  # fmt: skip
+    run(pair[1], "INSERT INTO signs.t VALUES (1, -5, 1), (2, 1, 2.5), (3, 'Infinity', 0), "
+                 "(4, 'Infinity', 0), (5, 'NaN', 0), (6, -7, 7)")  # fmt: skip
+    for portable in (False, True):
+        result = compare(pair, "signs", portable=portable)
+        assert found(result) == {("signs.t", str(k), "different") for k in range(1, 6)}, portable
+
+
+def test_a_big_table_is_read_by_several_sessions_per_side(shuffled, monkeypatch):
+    from runbook_lib.compare import buckets
+
+    monkeypatch.setattr(buckets, "MIN_PARALLEL_PAGES", 10)  # 60,000 rows count as big here
+    assert compare(shuffled, "shuffled", workers=3).identical
+    run(shuffled[1], "DELETE FROM shuffled.t WHERE id IN (17, 31000)")
+    try:
+        result = compare(shuffled, "shuffled", workers=3)
+    finally:
+        run(shuffled[1], "INSERT INTO shuffled.t SELECT g, 'v' || g, jsonb_build_object('g', g), "
+                         "g / 7.0, timestamptz '2024-01-01 00:00+00' + g * interval '1 min' "
+                         "FROM unnest(ARRAY[17, 31000]) g")  # fmt: skip
+    assert found(result) == {("shuffled.t", "17", "missing there"),
+                             ("shuffled.t", "31000", "missing there")}  # fmt: skip
+    assert result.read_at["here"]["workers"] == result.read_at["there"]["workers"] == 3
+    assert result.summary.iloc[0]["rows_there"] == 59998
+    with pytest.raises(ConfigurationError, match="workers"):
+        compare(shuffled, "shuffled", workers=0)

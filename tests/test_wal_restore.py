@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -314,3 +315,159 @@ def test_restore_imports_nothing_beyond_a_bare_interpreter():
     extra = imported_modules(wal_restore.__file__, "--help") - bare
     allowed = {"os", "stat", "_stat", "posixpath", "genericpath", "_collections_abc", "time"}
     assert extra <= allowed, f"start-up cost: the restore command imports {sorted(extra)}"
+
+
+# ----- catch-up: segments staged ahead by a background child during recovery
+
+STAGING = "runbook-restore-staging"
+
+
+@pytest.fixture
+def recovering(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """An archive and a data directory in recovery (standby.signal): the prefetcher runs."""
+    archive, datadir = tmp_path / "archive", tmp_path / "data"
+    archive.mkdir()
+    (datadir / "pg_wal").mkdir(parents=True)
+    signal = datadir / "standby.signal"
+    signal.touch()
+    yield archive, datadir / "pg_wal"
+    signal.unlink(missing_ok=True)  # recovery ends: the prefetcher cleans up and exits
+    wait_for(lambda: not (datadir / "pg_wal" / STAGING / "prefetch.pid").exists())
+
+
+def wait_for(condition, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
+
+
+def seg_name(number: int, timeline: int = 1) -> str:
+    return f"{timeline:08X}{0:08X}{number:08X}"
+
+
+def archive_segments(archive: Path, numbers, timeline: int = 1) -> None:
+    for n in numbers:
+        name = seg_name(n, timeline)
+        segment(archive, name, fill=name.encode())
+
+
+def staged(pg_wal: Path) -> set[str]:
+    directory = pg_wal / STAGING
+    return (
+        {p.name for p in directory.iterdir() if len(p.name) == 24} if directory.exists() else set()
+    )
+
+
+def names(numbers, timeline: int = 1) -> set[str]:
+    return {seg_name(n, timeline) for n in numbers}
+
+
+def test_catch_up_stages_the_next_segments_and_serves_them_without_copying(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 11))
+    args = opts(archive, "--prefetch", "3", "--verbose")
+    first = restore(*args, seg_name(1), pg_wal / "RECOVERYXLOG")
+    assert first.returncode == 0, first.stderr
+    wait_for(lambda: staged(pg_wal) == names([2, 3, 4]))
+    (pg_wal / "RECOVERYXLOG").unlink()
+    second = restore(*args, seg_name(2), pg_wal / "RECOVERYXLOG")
+    assert second.returncode == 0, second.stderr
+    assert "(staged)" in second.stderr
+    assert (pg_wal / "RECOVERYXLOG").read_bytes() == (archive / seg_name(2)).read_bytes()
+    wait_for(lambda: staged(pg_wal) == names([3, 4, 5]))  # the window follows the requests
+    assert oct((pg_wal / STAGING).stat().st_mode & 0o777) == "0o700"
+
+
+def test_pg_standby_mode_serves_staged_segments_too(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 5))
+    args = opts(archive, "--wait", "--prefetch", "2", "--verbose")
+    assert restore(*args, seg_name(1), pg_wal / "X").returncode == 0
+    wait_for(lambda: staged(pg_wal) == names([2, 3]))
+    result = restore(*args, seg_name(2), pg_wal / "Y")
+    assert result.returncode == 0, result.stderr
+    assert "(staged)" in result.stderr
+    assert (pg_wal / "Y").read_bytes() == (archive / seg_name(2)).read_bytes()
+
+
+def test_staging_holds_at_most_prefetch_segments_whatever_the_backlog(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 41))
+    args = opts(archive, "--prefetch", "4")
+    seen = []
+    for n in range(1, 21):
+        dest = pg_wal / f"R{n}"
+        assert restore(*args, seg_name(n), dest).returncode == 0
+        assert dest.read_bytes() == (archive / seg_name(n)).read_bytes()
+        seen.append(staged(pg_wal))
+    wait_for(lambda: staged(pg_wal) == names(range(21, 25)))
+    assert max(len(s) for s in seen) <= 4
+    sizes = [p.stat().st_size for p in (pg_wal / STAGING).iterdir() if len(p.name) == 24]
+    assert sum(sizes) <= 4 * SEG
+    assert not [p for p in (pg_wal / STAGING).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_partial_or_changed_staged_file_is_never_served(dirs):
+    archive, pg_wal = dirs  # not in recovery: no prefetcher, the staged files are planted
+    archive_segments(archive, [5, 6, 7])
+    staging = pg_wal / STAGING
+    staging.mkdir()
+    (staging / seg_name(5)).write_bytes(b"x" * (SEG // 2))  # partial
+    (staging / seg_name(6)).write_bytes(b"x" * SEG)  # full size, other content
+    (staging / f".{seg_name(7)}.99999.tmp").write_bytes(b"x" * SEG)  # a copy in progress
+    for n in (5, 6, 7):
+        result = restore(*opts(archive), seg_name(n), pg_wal / f"R{n}")
+        assert result.returncode == 0, result.stderr
+        assert (pg_wal / f"R{n}").read_bytes() == (archive / seg_name(n)).read_bytes()
+    assert staged(pg_wal) == set(), "a staged file that does not match is removed"
+
+
+def test_a_staged_file_never_overwrites_an_existing_destination(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 4))
+    args = opts(archive, "--prefetch", "2")
+    assert restore(*args, seg_name(1), pg_wal / "A").returncode == 0
+    wait_for(lambda: staged(pg_wal) == names([2, 3]))
+    (pg_wal / "B").write_bytes(b"old")
+    result = restore(*args, seg_name(2), pg_wal / "B")
+    assert result.returncode == 1
+    assert "refusing to overwrite" in result.stderr
+    assert (pg_wal / "B").read_bytes() == b"old"
+
+
+def test_after_a_timeline_switch_only_the_new_timeline_is_served_and_staged(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 9), timeline=1)
+    archive_segments(archive, range(5, 9), timeline=2)  # the primary was promoted in segment 5
+    (archive / "00000002.history").write_text("1\t0/5000000\tno recovery target specified\n")
+    args = opts(archive, "--prefetch", "3")
+    assert restore(*args, seg_name(4, 1), pg_wal / "A").returncode == 0
+    wait_for(lambda: staged(pg_wal) == names([5, 6, 7], timeline=1))
+    history = restore(*args, "00000002.history", pg_wal / "H")
+    assert history.returncode == 0, history.stderr
+    result = restore(*args, seg_name(5, 2), pg_wal / "B")
+    assert result.returncode == 0, result.stderr
+    assert (pg_wal / "B").read_bytes() == (archive / seg_name(5, 2)).read_bytes()
+    wait_for(lambda: staged(pg_wal) == names([6, 7, 8], timeline=2))
+
+
+def test_staged_segments_are_removed_when_recovery_ends(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 6))
+    assert restore(*opts(archive, "--prefetch", "3"), seg_name(1), pg_wal / "A").returncode == 0
+    wait_for(lambda: staged(pg_wal) == names([2, 3, 4]))
+    (pg_wal.parent / "standby.signal").unlink()  # promoted
+    wait_for(lambda: not staged(pg_wal) and not (pg_wal / STAGING / "prefetch.pid").exists())
+
+
+def test_no_prefetch_when_disabled_or_caught_up(recovering):
+    archive, pg_wal = recovering
+    archive_segments(archive, range(1, 4))
+    assert restore(*opts(archive, "--prefetch", "0"), seg_name(1), pg_wal / "A").returncode == 0
+    assert not (pg_wal / STAGING).exists()
+    assert restore(*opts(archive), seg_name(3), pg_wal / "B").returncode == 0  # the last one
+    time.sleep(0.2)
+    assert staged(pg_wal) == set()
+    assert not (pg_wal / STAGING / "prefetch.pid").exists()

@@ -1,10 +1,14 @@
 """compare_databases: prove two databases hold the same rows, or list where they differ.
 
-1. Pair the tables (columns, key, hash path) and cut each into key-range chunks.
-2. Fingerprint every chunk on both servers at the same time, each side streaming its chunks.
-3. Drill into mismatching chunks (diff.py) to list differing keys, up to max_keys per table.
+1. Pair the tables (columns, key, hash path).
+2. Fingerprint every table on both servers at the same time: one sequential pass per side over
+   its heap, in its own physical order (block-range slices), adding up the row hashes.
+3. Where the two fingerprints differ, cut the table into buckets by a hash of the key (a
+   function of the key, so the same on both sides whatever the rows' order) and fingerprint
+   them in one more pass; drill into mismatching buckets (buckets.py) to list differing keys,
+   up to max_keys per table. A table without a key has one chunk: the whole table.
 4. When anything differs and the caller gave `settle` (its "wait until quiesced"), call it once,
-   re-check the differing keys and chunks, and report only what persists.
+   re-check the differing keys and buckets, and report only what persists.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tqdm.auto import tqdm
 
+from runbook_lib.compare import buckets
+from runbook_lib.compare.buckets import BucketDriller, Readers
 from runbook_lib.compare.diff import Driller, Finding, kind
+from runbook_lib.compare.fingerprint import Bucket, Range, Slice
 from runbook_lib.compare.keys import list_tables, load_table
 from runbook_lib.compare.names import parse_table_name, qualified
 from runbook_lib.compare.parallel import BothSides
-from runbook_lib.compare.plan import CHUNK_ROWS, TablePair, pair_tables, plan_chunks
+from runbook_lib.compare.plan import CHUNK_ROWS, TablePair, pair_tables
 from runbook_lib.compare.result import Comparison
 from runbook_lib.compare.session import Side, open_sides
 from runbook_lib.connection import Endpoint
@@ -41,6 +48,14 @@ class TableState:
     rows_a: int | None = None
     rows_b: int | None = None
     settled: bool = False
+    totals: list[Print | None] = field(default_factory=lambda: [None, None])  # whole table
+    slices: list[list[Slice]] = field(default_factory=list)  # per side: the heap's block ranges
+
+    @property
+    def modulus(self) -> int:
+        """Bucket count when the table is cut into hash buckets, else 0."""
+        first = self.pair.chunks[0] if self.pair.chunks else None
+        return first.modulus if isinstance(first, Bucket) else 0
 
     @property
     def different(self) -> bool:
@@ -48,8 +63,11 @@ class TableState:
         return self.pair.schema_differs or listed or (bool(self.mismatched) and not self.settled)
 
     def refresh_rows(self) -> None:
-        self.rows_a = sum(p[0] for p in self.prints_a)
-        self.rows_b = sum(p[0] for p in self.prints_b)
+        if self.prints_a:
+            self.rows_a = sum(p[0] for p in self.prints_a)
+            self.rows_b = sum(p[0] for p in self.prints_b)
+        else:
+            self.rows_a, self.rows_b = (t[0] if t else None for t in self.totals)
 
 
 def _validate(max_keys: int, labels: Sequence[str]) -> tuple[str, str]:
@@ -70,35 +88,57 @@ def _table_names(
 
 
 class _Progress:
-    """A bar by chunks, advanced when both sides have fingerprinted a chunk."""
+    """A bar by chunks: a table's share advances as the slower side reads its slices; once both
+    sides are read its chunk count is known exactly (it depends on the exact row count)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = tqdm(total=total, unit="chunk", desc="compare", disable=not enabled)
-        self.done = [0, 0]
+    def __init__(self, sizes: list[int], enabled: bool) -> None:
+        self.sizes = sizes
+        self.read = [[0.0] * len(sizes), [0.0] * len(sizes)]
+        self.bar = tqdm(total=sum(sizes), unit="chunk", desc="compare", disable=not enabled)
         self.lock = threading.Lock()
 
-    def step(self, side: int) -> None:
+    def advance(self, side: int, table: int, fraction: float) -> None:
         with self.lock:
-            before = min(self.done)
-            self.done[side] += 1
-            if min(self.done) > before:
-                self.bar.update(1)
+            self.read[side][table] = fraction
+            self._show()
+
+    def resize(self, table: int, chunks: int) -> None:
+        with self.lock:
+            self.sizes[table] = chunks
+            self.bar.total = sum(self.sizes)
+            self._show()
+
+    def _show(self) -> None:
+        done = zip(self.sizes, *self.read, strict=True)
+        self.bar.n = sum(int(size * min(a, b)) for size, a, b in done)
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
 
 
-def _fingerprint_all(side: Side, which: int, states: list[TableState], progress: _Progress):
+def _estimated_chunks(state: TableState, chunk_rows: int) -> int:
+    if not state.pair.keyed:
+        return 1
+    infos = (state.pair.a, state.pair.b)
+    rows = max(i.estimated_rows if i.estimated_rows >= 0 else i.pages * 50 for i in infos if i)
+    return buckets.bucket_count(int(rows), chunk_rows)
+
+
+def _fingerprint_all(readers: Readers, which: int, states: list[TableState], progress: _Progress):
+    """One pass per table over this side's heap: the whole table's fingerprint."""
+    side = readers.side
     started = side.now()
-    for state in states:
+    for index, state in enumerate(states):
         table_sql = state.pair.sql_a if which == 0 else state.pair.sql_b
-        out = state.prints_a if which == 0 else state.prints_b
-        for rng in state.pair.chunks:
-            query, params = table_sql.fingerprint(rng)
-            row = side.conn.execute(query, params).fetchone()
-            out.append((row["n"], int(row["s"])))
-            progress.step(which)
-    return {"started": started, "finished": side.now()}
+        parts = state.slices[which]
+        done = iter(range(1, len(parts) + 1))
+
+        def step(index=index, parts=parts, done=done) -> None:
+            progress.advance(which, index, next(done) / len(parts))
+
+        state.totals[which] = buckets.total(readers, table_sql, parts, step)
+    return {"started": started, "finished": side.now(), "workers": readers.used}
 
 
 def compare_databases(
@@ -113,6 +153,7 @@ def compare_databases(
     labels: Sequence[str] = ("here", "there"),
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    workers: int | None = None,
 ) -> Comparison:
     """Compare every table of `schemas` (or `tables`) between `a` and `b`, read-only.
 
@@ -121,14 +162,22 @@ def compare_databases(
     `portable=True` forces the text-hash path that any two PostgreSQL versions agree on (it is
     used anyway when the major versions differ). `settle`, when given, is called once if
     anything differs; differences are then re-checked and only those that persist are reported.
+    `workers`: sessions per side reading a big table (default: the server's own
+    max_parallel_workers_per_gather, at most 4); `read_at` says how many each side used.
     """
     labels = _validate(max_keys, labels)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(f"workers must be a positive integer, got {workers!r}")
     side_a, side_b = open_sides(labels, a, b)
+    readers = []
     try:
+        readers = [Readers(s, workers or buckets.server_workers(s)) for s in (side_a, side_b)]
         with BothSides() as both:
-            run = _Run(side_a, side_b, both, max_keys)
+            run = _Run(side_a, side_b, both, max_keys, *readers)
             return _compare(run, tables, schemas, portable, settle, labels, progress, chunk_rows)
     finally:
+        for reader in readers:
+            reader.close()
         side_a.close()
         side_b.close()
 
@@ -139,6 +188,8 @@ class _Run:
     side_b: Side
     both: BothSides
     max_keys: int
+    readers_a: Readers
+    readers_b: Readers
 
 
 def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chunk_rows):
@@ -155,29 +206,37 @@ def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chu
             f"no table {', '.join(nowhere)} on either side ({side_a.endpoint}, {side_b.endpoint}); "
             "check the names (schema.table, double quotes for mixed case)"
         )
-    states = []
-    for name, ia, ib in zip(names, *infos, strict=True):
-        pair = pair_tables(qualified(*name), ia, ib, fast=fast, labels=labels)
-        if ia is not None and ib is not None:
-            plan_chunks(pair, side_a, side_b, chunk_rows)
-        states.append(TableState(pair))
+    states = [
+        TableState(pair_tables(qualified(*name), ia, ib, fast=fast, labels=labels))
+        for name, ia, ib in zip(names, *infos, strict=True)
+    ]
     both_present = [s for s in states if s.pair.a is not None and s.pair.b is not None]
+    for state in both_present:
+        state.slices = [
+            buckets.slices(side_a, state.pair.sql_a, run.readers_a.workers),
+            buckets.slices(side_b, state.pair.sql_b, run.readers_b.workers),
+        ]
 
-    bar = _Progress(sum(len(s.pair.chunks) for s in both_present), progress)
+    bar = _Progress([_estimated_chunks(s, chunk_rows) for s in both_present], progress)
     try:
         read_a, read_b = both(
-            lambda: _fingerprint_all(side_a, 0, both_present, bar),
-            lambda: _fingerprint_all(side_b, 1, both_present, bar),
+            lambda: _fingerprint_all(run.readers_a, 0, both_present, bar),
+            lambda: _fingerprint_all(run.readers_b, 1, both_present, bar),
         )
+        for index, state in enumerate(both_present):
+            _plan(state, chunk_rows)
+            bar.resize(index, len(state.pair.chunks))
     finally:
         bar.close()
     read_at = {labels[0]: read_a, labels[1]: read_b}
 
     for state in both_present:
         state.refresh_rows()
-        pairs = zip(state.prints_a, state.prints_b, strict=True)
-        state.mismatched = [i for i, (x, y) in enumerate(pairs) if x != y]
-        _drill(run, state, state.mismatched)
+        if state.totals[0] != state.totals[1]:
+            _fingerprint_chunks(run, state)
+            pairs = zip(state.prints_a, state.prints_b, strict=True)
+            state.mismatched = [i for i, (x, y) in enumerate(pairs) if x != y]
+            _drill(run, state, state.mismatched)
 
     unsettled = [s for s in both_present if s.mismatched]
     if settle is not None and unsettled:
@@ -190,6 +249,33 @@ def _compare(run: _Run, tables, schemas, portable, settle, labels, progress, chu
     return _result(states, read_at, labels, fast)
 
 
+def _plan(state: TableState, chunk_rows: int) -> None:
+    """Hash buckets of about chunk_rows rows (by the exact count just read); no key: one chunk."""
+    if not state.pair.keyed:
+        state.pair.chunks = [Range()]
+        return
+    modulus = buckets.bucket_count(max(t[0] for t in state.totals), chunk_rows)
+    state.pair.chunks = [Bucket(modulus, r) for r in range(modulus)]
+
+
+def _fingerprint_chunks(run: _Run, state: TableState) -> None:
+    """The tables' fingerprints differ: fingerprint each chunk (one more pass per side)."""
+    if not state.modulus:
+        state.prints_a, state.prints_b = [state.totals[0]], [state.totals[1]]
+        return
+    pa, pb = _bucket_driller(run, state).prints(state.modulus)
+    state.prints_a = [pa.get(r, (0, 0)) for r in range(state.modulus)]
+    state.prints_b = [pb.get(r, (0, 0)) for r in range(state.modulus)]
+    state.refresh_rows()
+
+
+def _bucket_driller(run: _Run, state: TableState) -> BucketDriller:
+    assert state.pair.sql_a and state.pair.sql_b
+    return BucketDriller(
+        run.readers_a, run.readers_b, state.pair.sql_a, state.pair.sql_b, *state.slices, run.both
+    )
+
+
 def _driller(run: _Run, state: TableState) -> Driller:
     assert state.pair.sql_a and state.pair.sql_b
     return Driller(run.side_a, run.side_b, state.pair.sql_a, state.pair.sql_b, run.both)
@@ -200,6 +286,10 @@ def _drill(run: _Run, state: TableState, chunks: list[int]) -> None:
         state.found = Finding(run.max_keys)
     if not state.pair.keyed:
         state.incomplete.update(chunks)
+        return
+    if state.modulus:
+        items = [(i, state.prints_a[i], state.prints_b[i]) for i in chunks]
+        state.incomplete |= _bucket_driller(run, state).drill(state.modulus, items, state.found)
         return
     driller = _driller(run, state)
     for i in chunks:
@@ -218,11 +308,15 @@ def _recheck(run: _Run, state: TableState) -> None:
     if before:
         for key, hashes in driller.recheck(before).items():
             state.found.add(key, *hashes)
-    still = []
-    for i in state.mismatched:
-        state.prints_a[i], state.prints_b[i] = driller.fingerprint(state.pair.chunks[i])
-        if state.prints_a[i] != state.prints_b[i]:
-            still.append(i)
+    if state.modulus:
+        within = (state.modulus, state.mismatched)
+        pa, pb = _bucket_driller(run, state).prints(state.modulus, within)
+        for i in state.mismatched:
+            state.prints_a[i], state.prints_b[i] = pa.get(i, (0, 0)), pb.get(i, (0, 0))
+    else:
+        for i in state.mismatched:
+            state.prints_a[i], state.prints_b[i] = driller.fingerprint(state.pair.chunks[i])
+    still = [i for i in state.mismatched if state.prints_a[i] != state.prints_b[i]]
     state.refresh_rows()
     state.mismatched = still
     _drill(run, state, [i for i in still if i in unlisted])

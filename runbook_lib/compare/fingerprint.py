@@ -1,12 +1,14 @@
 """The SQL of a comparison, for one table on one side: row hashes, chunk fingerprints, key ranges.
 
-A chunk's fingerprint is `count(*)` and the sum of 64-bit row hashes over a key range: order does
-not matter, so no sort and constant memory. Two row hashes exist:
+A chunk's fingerprint is `count(*)` and the sum of 64-bit row hashes over its rows: order does
+not matter, so no sort and constant memory. A chunk is a key range (`Range`, read through the key's
+index) or a hash bucket (`Bucket`: the rows whose key hashes to `residue` modulo `modulus`, read by
+one sequential pass whatever the heap's order, in block-range slices). Two row hashes exist:
 
 - fast (same major version): `hashint8extended(hash_record_extended(ROW(...), 0), 0)` over the
   columns (the outer hash mixes: the inner one is linear in the column hashes), with enums,
-  json, intervals, composites and other types that hash looser than they print cast to text, and
-  unconstrained numerics hashed together with their scale (so 1.0 and 1.00 differ, as they print).
+  json, intervals, numerics, composites and other types that hash looser than they print cast to
+  text (hash_numeric() sees only the digits: 1.0 and 1.00, 5 and -5, NaN and Infinity hash alike).
 - portable (any versions, or on request): the first 64 bits of `md5(ROW(...)::text)`, floats as
   their IEEE bits, under the session settings pinned in `session.py`.
 
@@ -23,6 +25,25 @@ from psycopg import sql
 from runbook_lib.compare.keys import TableInfo
 
 Key = tuple[str, ...]
+POSITIVE = 9223372036854775807  # key hashes are masked to non-negative bigints
+INT_KEYS = frozenset(("raw", t) for t in ("smallint", "integer", "bigint"))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The rows whose key hash is `residue` modulo `modulus` (a refinement to modulus m * f splits
+    bucket r into the residues r, r + m, ..., r + (f - 1) * m)."""
+
+    modulus: int
+    residue: int
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Heap blocks lo <= block < hi (hi None: to the end); a TID range scan on PostgreSQL 14+."""
+
+    lo: int = 0
+    hi: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +60,7 @@ class TableSQL:
 
     info: TableInfo
     columns: tuple[str, ...]
-    hashing: dict[str, str]  # column -> 'raw' | 'numeric' | 'float' | 'text' (agreed by both sides)
+    hashing: dict[str, str]  # column -> 'raw' | 'float' | 'text' (agreed by both sides)
     portable: bool
 
     # ----- pieces
@@ -51,17 +72,15 @@ class TableSQL:
     def _col(self, name: str) -> sql.Composable:
         return sql.SQL("t.") + sql.Identifier(name)
 
-    def _value_exprs(self) -> list[sql.Composable]:
+    def _value_exprs(self, columns: Sequence[str] | None = None) -> list[sql.Composable]:
         exprs: list[sql.Composable] = []
-        for name in self.columns:
+        for name in self.columns if columns is None else columns:
             col, how = self._col(name), self.hashing[name]
             if self.portable:
                 if how == "float":
                     func = "float4send" if self.info.column(name).type == "real" else "float8send"
                     col = sql.SQL("pg_catalog.{}({})").format(sql.SQL(func), col)
                 exprs.append(col)
-            elif how == "numeric":
-                exprs += [col, sql.SQL("pg_catalog.scale({})").format(col)]
             elif how in ("raw", "float"):
                 exprs.append(col)
             else:
@@ -79,6 +98,55 @@ class TableSQL:
         return sql.SQL(
             "pg_catalog.hashint8extended(pg_catalog.hash_record_extended({}, 0), 0)"
         ).format(row)
+
+    def key_hash(self) -> sql.Composable:
+        """A non-negative bigint that depends on the key's value alone, the same on both sides:
+        an integer key's extended hash; else the fast path hashes as the row hash does (text for
+        looser types, collatable keys under "C"), the portable path takes 64 bits of the md5 of
+        the key's text."""
+        key = self.info.key
+        mask = sql.SQL(str(POSITIVE))
+        if len(key) == 1 and (self.hashing[key[0]], self.info.column(key[0]).type) in INT_KEYS:
+            # hash partitioning relies on this function: it is the same in every version since 11
+            return sql.SQL("(pg_catalog.hashint8extended({}, 0) & {})").format(
+                self._col(key[0]), mask
+            )
+        if self.portable:
+            row = sql.SQL("ROW({})").format(sql.SQL(", ").join(self._value_exprs(key)))
+            return sql.SQL(
+                "(('x' || pg_catalog.left(pg_catalog.md5(({})::text), 16))::bit(64)::bigint & {})"
+            ).format(row, mask)
+        parts = []
+        for name in key:
+            col = self._col(name)
+            if self.hashing[name] not in ("raw", "float"):
+                col = col + sql.SQL("::text")
+            elif self.info.column(name).collation is not None:
+                col = col + sql.SQL(' COLLATE "C"')
+            parts.append(col)
+        return sql.SQL("(pg_catalog.hash_record_extended(ROW({}), 0) & {})").format(
+            sql.SQL(", ").join(parts), mask
+        )
+
+    def _bucket(self, modulus: int) -> sql.Composable:
+        return sql.SQL("pg_catalog.mod({}, {})").format(self.key_hash(), sql.Literal(modulus))
+
+    def _slice_where(self, part: Slice) -> sql.Composable:
+        def tid(block: int) -> sql.Composable:
+            return sql.SQL("{}::pg_catalog.tid").format(sql.Literal(f"({block},0)"))
+
+        conds = []
+        if part.lo:
+            conds.append(sql.SQL("t.ctid >= {}").format(tid(part.lo)))
+        if part.hi is not None:
+            conds.append(sql.SQL("t.ctid < {}").format(tid(part.hi)))
+        return sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+
+    def _in_buckets(self, modulus: int, residues: Sequence[int] | None, params: list):
+        if residues is None:
+            return sql.SQL("true")
+        params.append(list(residues))
+        return sql.SQL("{} = ANY(%s::bigint[])").format(self._bucket(modulus))
 
     def _key_expr(self) -> sql.Composable:
         cols = [self._col(k) for k in self.info.key]
@@ -126,6 +194,53 @@ class TableSQL:
         query = sql.SQL(
             "SELECT count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t WHERE {where}"
         ).format(h=self.row_hash(), rel=self.relation, where=where)
+        return query, params
+
+    def total(self, part: Slice = Slice()) -> tuple[sql.Composable, list]:
+        """The fingerprint of every row in the slice: the least a proof of equality reads."""
+        query = sql.SQL(
+            "SELECT count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t WHERE {where}"
+        ).format(h=self.row_hash(), rel=self.relation, where=self._slice_where(part))
+        return query, []
+
+    def bucket_prints(
+        self,
+        modulus: int,
+        part: Slice = Slice(),
+        within: tuple[int, Sequence[int]] | None = None,
+    ) -> tuple[sql.Composable, list]:
+        """Fingerprints of the buckets modulo `modulus` that have rows in the slice, as b, n, s;
+        `within` (m, residues): only the rows of those buckets modulo m."""
+        params: list = []
+        inside = self._in_buckets(*within, params) if within else sql.SQL("true")
+        query = sql.SQL(
+            "SELECT {b} AS b, count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t "
+            "WHERE {part} AND {inside} GROUP BY 1"
+        ).format(
+            b=self._bucket(modulus),
+            h=self.row_hash(),
+            rel=self.relation,
+            part=self._slice_where(part),
+            inside=inside,
+        )
+        return query, params
+
+    def bucket_rows(
+        self, modulus: int, residues: Sequence[int], part: Slice = Slice()
+    ) -> tuple[sql.Composable, list]:
+        """(bucket b, key as text, row hash h) of every row of these buckets in the slice."""
+        params: list = []
+        inside = self._in_buckets(modulus, residues, params)
+        query = sql.SQL(
+            "SELECT {b} AS b, {keys}, {h} AS h FROM {rel} t WHERE {part} AND {inside}"
+        ).format(
+            b=self._bucket(modulus),
+            keys=self._key_texts(),
+            h=self.row_hash(),
+            rel=self.relation,
+            part=self._slice_where(part),
+            inside=inside,
+        )
         return query, params
 
     def buckets(self, rng: Range, bounds: Sequence[Key]) -> tuple[sql.Composable, list]:

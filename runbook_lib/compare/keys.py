@@ -47,7 +47,7 @@ RAW_HASH_TYPES = frozenset(
 class Column:
     name: str
     type: str  # format_type() under an empty search_path: usable in a cast
-    hashing: str  # 'raw', 'numeric' (raw plus its scale), 'float' (raw bits when portable), 'text'
+    hashing: str  # 'raw', 'float' (raw bits when portable), 'text'
     not_null: bool
     collation: str | None
 
@@ -76,7 +76,9 @@ class TableInfo:
 def _hashing(row: dict) -> str:
     builtin = row["base_nsp"] == "pg_catalog"
     if builtin and row["base_type"] == "numeric":
-        return "numeric" if row["typmod"] < 0 else "raw"
+        # hash_numeric() sees the digits alone (5 = -5, 1.0 = 1.00, NaN = Infinity): its text is
+        # exact, and cheaper than the value hashed together with its scale and sign
+        return "text"
     if builtin and row["base_type"] in ("float4", "float8"):
         return "float"
     if builtin and row["base_type"] in RAW_HASH_TYPES:

@@ -8,7 +8,7 @@ from runbook_lib.compare.fingerprint import Key, Range, TableSQL, key_of
 from runbook_lib.compare.keys import TableInfo
 from runbook_lib.compare.session import Side
 
-CHUNK_ROWS = 50_000  # about 10 ms of hashing: far from any recovery-conflict timeout
+CHUNK_ROWS = 1000  # rows per hash bucket: a mismatching bucket is downloaded without splitting
 SAMPLE_PAGES = (300, 3000)  # block sample used to place chunk boundaries: at least, at most
 
 
