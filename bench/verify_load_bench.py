@@ -1,7 +1,7 @@
 """Benchmark: the bootstrap's verify step under full pgbench load against the same pair quiet.
 
     .venv/bin/python bench/verify_load_bench.py                  # pgbench scale 50 (5 M accounts)
-    .venv/bin/python bench/verify_load_bench.py --pgbench-scale 10 --repeat 3   # smaller: rounds weigh more
+    .venv/bin/python bench/verify_load_bench.py --pgbench-scale 10 --repeat 3   # rounds weigh more
 
 One throwaway lab: pgbench tables (plus the lab's sample data) on `here`, bootstrapped through
 the drain with no load. Then, in the same run, alternately: verify on the quiet pair, and verify
