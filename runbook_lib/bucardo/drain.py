@@ -66,8 +66,8 @@ def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
         )
     if not bucardo.mcp_pid():
         raise PreconditionError(
-            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}); re-run the "
-            "Bucardo objects step, which starts it"
+            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}/daemon); "
+            "re-run the Bucardo objects step, which starts it"
         )
 
 
@@ -134,7 +134,8 @@ def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
         state = wait_caught_up(cfg, timeout_s=cfg.drain_timeout_s, samples=samples)
     except WaitTimeout as exc:
         raise WaitTimeout(
-            f"sync {cfg.sync} to replicate its backlog (see {cfg.bucardo_rundir}/log.bucardo; "
+            f"sync {cfg.sync} to replicate its backlog "
+            f"(see {cfg.bucardo_rundir}/daemon/log.bucardo; "
             "re-running this cell continues the wait)",
             exc.timeout_s,
             exc.last_observed,

@@ -102,7 +102,7 @@ def both_directions(cfg: BootstrapConfig) -> StepResult:
             except Exception as exc:
                 raise PreconditionError(
                     f"a row written on {name} did not reach {other_name} within "
-                    f"{MARKER_TIMEOUT_S} s; see {cfg.bucardo_rundir}/log.bucardo"
+                    f"{MARKER_TIMEOUT_S} s; see {cfg.bucardo_rundir}/daemon/log.bucardo"
                 ) from exc
         rows.append(
             {
