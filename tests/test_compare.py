@@ -408,7 +408,7 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
 
     both(pair, "CREATE SCHEMA cli; CREATE TABLE cli.t (id int PRIMARY KEY, v int)")
     a, b = pair
-    conninfo_a = f"host={a.host} port={a.port} dbname={a.dbname} user={a.user} password=s3cr3t"
+    conninfo_a = f"host={a.host} port={a.port} dbname={a.dbname} user={a.user}"
     conninfo_b = f"postgresql://{b.user}@{b.host}:{b.port}/{b.dbname}"
     args = [conninfo_a, conninfo_b, "--schemas", "cli", "--no-progress"]
     assert main(["compare", *args]) == 0
@@ -416,11 +416,9 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
     assert main(["compare", *args, "--max-keys", "3"]) == 1
     out = capsys.readouterr()
     assert "42" in out.out and "missing a" in out.out
-    broken = f"host={a.host} port=1 dbname=x user={a.user} password=s3cr3t"
+    broken = f"host={a.host} port=1 dbname=x user={a.user}"
     assert main(["compare", broken, conninfo_b, "--no-progress"]) == 2
-    out = capsys.readouterr()
-    assert "s3cr3t" not in out.out + out.err
-    assert "cannot connect" in out.err
+    assert "cannot connect" in capsys.readouterr().err
     assert "s3cr3t" not in repr(endpoint_from_conninfo(conninfo_a)) + str(
         endpoint_from_conninfo(conninfo_a)
     )
@@ -428,6 +426,20 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
         main(["compare", "--help"])
     assert exc.value.code == 0
     assert "runbook compare" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    ["host=127.0.0.1 port=1 dbname=x password=s3cr3t", "postgresql://u:s3cr3t@127.0.0.1:1/x"],
+)
+def test_cli_refuses_a_password_on_its_command_line_without_echoing_it(conninfo, capsys):
+    from runbook_lib.cli import main
+    from runbook_lib.params import secret_refusal
+
+    assert main(["compare", conninfo, "host=127.0.0.1 port=1", "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert secret_refusal("CONNINFO_A") in out.err
+    assert "s3cr3t" not in out.out + out.err
 
 
 def test_endpoint_from_a_service_name_uses_the_service(tmp_path, monkeypatch, pair):
