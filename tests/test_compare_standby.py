@@ -13,6 +13,7 @@ from runbook_lib.cluster import LocalCluster, server_os_user
 from runbook_lib.compare import compare_databases
 from runbook_lib.connection import Endpoint, connect
 from runbook_lib.host import LOCAL
+from runbook_lib.passfile import passfile_env
 from runbook_lib.ports import free_ports
 from runbook_lib.waiting import wait_until
 
@@ -36,11 +37,13 @@ def primary_and_standby(shared_lab) -> Iterator[tuple[Endpoint, Endpoint]]:
     LOCAL.make_dir(root, owner=server_os_user(), mode=0o755)
     (port,) = free_ports(1, start=random.randrange(20000, 60000, 100))
     standby = LocalCluster("cmp-standby", root / "data", port, root / "standby.log")
-    LOCAL.run(
-        [pgbin.program("pg_basebackup"), "-h", primary.endpoint().host, "-p", str(primary.port),
-         "-U", primary.superuser, "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast"],
-        user=server_os_user(),
-    )  # fmt: skip
+    with passfile_env(primary.endpoint(), server_os_user()) as env:
+        LOCAL.run(
+            [pgbin.program("pg_basebackup"), "-h", primary.endpoint().host, "-p",
+             str(primary.port), "-U", primary.superuser, "-D", str(standby.datadir), "-R",
+             "-X", "stream", "-c", "fast"],
+            user=server_os_user(), env=env,
+        )  # fmt: skip
     standby.configure({"hot_standby": "on", "max_standby_streaming_delay": "5s"})
     standby.start()
     try:
