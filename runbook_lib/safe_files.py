@@ -6,8 +6,8 @@ symlink there is replaced, never followed). Stdlib only and self-contained: a ho
 very source as another OS user (`python3 -I -S -c <this file> write PATH MODE < data`) when the
 directory belongs to that user, so nothing that user controls can redirect a write of ours.
 
-In-process writes go only into a trusted directory: every component of its real path owned by
-root or by us, and not writable by others unless sticky (like /tmp).
+In-process writes go only into a trusted directory: every directory on the way owned by root or
+by us and not writable by others unless sticky (like /tmp), every symlink on the way ours.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import stat
 import sys
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+MAX_SYMLINKS = 40
 
 
 class UntrustedDirectory(OSError):
@@ -35,22 +36,47 @@ def _check_component(fd: int, where: str) -> None:
 
 
 def open_trusted_dir(path: str) -> int:
-    """A descriptor of directory `path`, reached component by component without following a
-    symlink, every component owned by root or us; UntrustedDirectory otherwise."""
-    real = os.path.realpath(path)
-    fd = os.open("/", DIR_FLAGS)
+    """A descriptor of directory `path`, reached component by component: each directory owned
+    by root or us, a symlink followed only when root or we own it (one another user planted
+    could lead anywhere, a root-owned directory included); UntrustedDirectory otherwise."""
+    pending = os.path.abspath(path)
+    for _ in range(MAX_SYMLINKS):
+        found = _walk(pending)
+        if isinstance(found, int):
+            return found
+        pending = found
+    raise UntrustedDirectory(f"{path}: too many levels of symbolic links")
+
+
+def _walk(path: str) -> int | str:
+    """Open `path` without following links: its descriptor, or the path to walk next after a
+    trusted symlink (or a `..`) was met."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    fd, where = os.open("/", DIR_FLAGS), "/"
     try:
-        where = "/"
-        for part in [p for p in real.split("/") if p]:
-            where = os.path.join(where, part)
+        _check_component(fd, where)
+        for i, part in enumerate(parts):
+            rest = parts[i + 1 :]
+            if part == "..":  # `where` holds no symlink: its parent is lexical
+                os.close(fd)
+                return os.path.join(os.path.dirname(where), *rest)
+            st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                if st.st_uid not in (0, os.geteuid()):
+                    raise UntrustedDirectory(
+                        f"{os.path.join(where, part)} is a symlink of uid {st.st_uid}"
+                    )
+                target = os.readlink(part, dir_fd=fd)
+                os.close(fd)
+                return os.path.join(where, target, *rest)
             nxt = os.open(part, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
-            fd = nxt
+            fd, where = nxt, os.path.join(where, part)
             _check_component(fd, where)
-        _check_component(fd, where)
         return fd
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
 
 
