@@ -1,9 +1,12 @@
-"""No password, in any form, in a run's archive, its logs or any command line during the run."""
+"""No password, in any form, in a run's archive, its logs (every statement logged) or any command
+line during the run; no daemon as root; every record its owner's only."""
 
 from __future__ import annotations
 
 import base64
 import os
+import pwd
+import stat
 import subprocess
 import sys
 import threading
@@ -33,6 +36,7 @@ class CommandLineSampler:
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
+        self.processes: set[tuple[int, str]] = set()  # (uid, command line)
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -43,9 +47,12 @@ class CommandLineSampler:
                 if pid.isdigit():
                     try:
                         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        uid = os.stat(f"/proc/{pid}").st_uid
                     except OSError:
                         continue
-                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
+                    line = raw.replace(b"\0", b" ").decode(errors="replace")
+                    self.seen.add(line)
+                    self.processes.add((uid, line))
             self.samples += 1
             self._stop.wait(0.1)
 
@@ -69,6 +76,9 @@ def _password_lab(lab_factory, tmp_path) -> tuple[lab_module.Lab, Path]:
                 if exists:
                     conn.execute(f"ALTER ROLE {role} PASSWORD '{PASSWORD}'")
         the_lab.cluster(name).require_passwords()
+        with connect(the_lab.endpoint(name)) as conn:  # from now on, every statement is logged
+            conn.execute("ALTER SYSTEM SET log_statement = 'all'")
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:*:*:postgres:{PASSWORD}\n127.0.0.1:*:*:bucardo:{PASSWORD}\n")
     pgpass.chmod(0o600)
@@ -130,10 +140,65 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     leaks = [line for line in sampler.seen if any(f in line for f in forms)]
     assert not leaks, f"password on a command line: {leaks}"
     files = [p for p in archive.rglob("*") if p.is_file()]
-    files += [p for p in (the_lab.root / "logs").rglob("*") if p.is_file()]
-    files += [p for p in (the_lab.root / "bucardo").rglob("*") if p.is_file()]
+    files += [p for p in the_lab.logs_dir.rglob("*") if p.is_file()]
+    files += [p for p in the_lab.bucardo_dir.rglob("*") if p.is_file()]
     assert any(p.name == "summary.json" for p in files)
+    bucardo_passfile = the_lab.bucardo_dir / "bucardo.pgpass"  # Bucardo's own, and only its
     for path in files:
         text = path.read_bytes().decode(errors="replace")
+        if path == bucardo_passfile:
+            assert (_owner(path), _mode(path)) == ("bucardo", 0o600)
+            continue
         assert not any(f in text for f in forms), f"password found in {path}"
     assert PASSWORD not in result.stdout + result.stderr
+    server = "control" if notebook == "bucardo_bootstrap" else "primary"
+    assert "statement: " in (the_lab.logs_dir / f"{server}.log").read_text()
+    assert_owner_only(archive, the_lab)
+    assert_no_root_daemon(sampler, notebook)
+
+
+def _owner(path: Path) -> str:
+    return pwd.getpwuid(path.lstat().st_uid).pw_name
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def assert_owner_only(archive: Path, the_lab: lab_module.Lab) -> None:
+    """The run archive sealed for its owner (0500/0400); the Bucardo run directory ours
+    (0711: files 0600 but the password-free rc file), its daemon directory Bucardo's."""
+    assert _mode(archive) == 0o700
+    for path in archive.rglob("*"):
+        assert _mode(path) == (0o500 if path.is_dir() else 0o400), path
+    rundir = the_lab.bucardo_dir
+    if not (rundir / "bucardorc").exists():
+        return
+    assert (_owner(rundir), _mode(rundir)) == ("root", 0o711)
+    for path in rundir.iterdir():
+        if path.name == "daemon":
+            assert (_owner(path), _mode(path)) == ("bucardo", 0o700)
+        elif path.name == "bucardorc":
+            assert (_owner(path), _mode(path)) == ("root", 0o644)
+        elif path.name != "bucardo.pgpass":
+            assert (_owner(path), _mode(path)) == ("root", 0o600), path
+    for path in (rundir / "daemon").iterdir():
+        assert _owner(path) == "bucardo" and not _mode(path) & 0o077, path
+
+
+DAEMONS = ("Bucardo", "/usr/bin/bucardo", "bin/postgres ", "postgres: ", "pg_basebackup")
+
+
+def assert_no_root_daemon(sampler: CommandLineSampler, notebook: str) -> None:
+    """Root starts programs only through runuser: no Bucardo, server or backup process of root."""
+    by_root = [
+        cmd
+        for uid, cmd in sampler.processes
+        if uid == 0 and not cmd.startswith("runuser") and any(d in cmd for d in DAEMONS)
+    ]
+    assert not by_root, f"run as root: {by_root}"
+    if notebook == "bucardo_bootstrap":
+        bucardo_uid = pwd.getpwnam("bucardo").pw_uid
+        mcp = [cmd for uid, cmd in sampler.processes if "Bucardo Master Control" in cmd]
+        assert mcp, "the daemon was never seen"
+        assert all(uid == bucardo_uid for uid, cmd in sampler.processes if "Bucardo Master" in cmd)
