@@ -19,6 +19,7 @@ def good() -> dict[str, Any]:
         "schemas": ["public", "inventory"], "relgroup": "rels", "dbgroup": "dbs",
         "sync": "widgets_sync", "bucardo_host": "localhost", "bucardo_port": 5434,
         "bucardo_dbname": "bucardo", "bucardo_rundir": "/var/run/bucardo",
+        "bucardo_os_user": "bucardo",
         "copy_roles": False, "conflict_strategy": "", "sequence_strategy": "interleave",
         "copy_jobs": 2, "drain_timeout_s": 300,
     }  # fmt: skip
@@ -108,3 +109,8 @@ def test_restore_list_lines_are_parsed_with_multiword_kinds():
         "bar bar_foo_id_fkey",
     )
     assert parse_toc_line(";  Archive created at 2026") is None
+
+
+def test_bucardo_never_runs_as_root():
+    with pytest.raises(ConfigurationError, match="bucardo_os_user='root': Bucardo never runs"):
+        validate_parameters(**(good() | {"bucardo_os_user": "root"}))

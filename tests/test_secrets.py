@@ -34,9 +34,10 @@ def _forms(secret: str) -> list[str]:
 class CommandLineSampler:
     """Samples every process's command line while a run goes on."""
 
-    def __init__(self) -> None:
+    def __init__(self, ours: str) -> None:
         self.seen: set[str] = set()
-        self.processes: set[tuple[int, str]] = set()  # (uid, command line)
+        self.ours = ours.encode()  # in the environment of processes our run started
+        self.processes: set[tuple[int, str]] = set()  # (uid, command line) of those
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -52,9 +53,17 @@ class CommandLineSampler:
                         continue
                     line = raw.replace(b"\0", b" ").decode(errors="replace")
                     self.seen.add(line)
-                    self.processes.add((uid, line))
+                    if self._ours(pid):
+                        self.processes.add((uid, line))
             self.samples += 1
             self._stop.wait(0.1)
+
+    def _ours(self, pid: str) -> bool:
+        """Other sessions run tests on this machine too: keep what our run started."""
+        try:
+            return self.ours in Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
 
     def __enter__(self) -> CommandLineSampler:
         self._thread.start()
@@ -75,10 +84,8 @@ def _password_lab(lab_factory, tmp_path) -> tuple[lab_module.Lab, Path]:
                 ).fetchone()
                 if exists:
                     conn.execute(f"ALTER ROLE {role} PASSWORD '{PASSWORD}'")
-        the_lab.cluster(name).require_passwords()
-        with connect(the_lab.endpoint(name)) as conn:  # from now on, every statement is logged
-            conn.execute("ALTER SYSTEM SET log_statement = 'all'")
-            conn.execute("SELECT pg_catalog.pg_reload_conf()")
+            conn.execute("ALTER SYSTEM SET log_statement = 'all'")  # from now on, every statement
+        the_lab.cluster(name).require_passwords()  # and a reload
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:*:*:postgres:{PASSWORD}\n127.0.0.1:*:*:bucardo:{PASSWORD}\n")
     pgpass.chmod(0o600)
@@ -115,7 +122,7 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     )
     assert refused.returncode != 0 and "password" in refused.stderr
     archive = tmp_path / "runs"
-    with CommandLineSampler() as sampler:
+    with CommandLineSampler(f"RUNBOOK_RUN_DIR={archive.absolute()}/") as sampler:
         result = subprocess.run(
             [
                 sys.executable,

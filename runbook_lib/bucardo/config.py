@@ -52,6 +52,7 @@ class BootstrapConfig:
     bucardo_port: int
     bucardo_dbname: str
     bucardo_rundir: Path
+    bucardo_os_user: str
     copy_roles: bool
     conflict_strategy: str
     sequence_strategy: str
@@ -119,8 +120,13 @@ def _problems(p: dict[str, Any]) -> list[str]:
         "dbgroup",
         "sync",
         "bucardo_dbname",
+        "bucardo_os_user",
     ):
         simple(name)
+    check(
+        p["bucardo_os_user"] != "root",
+        "bucardo_os_user='root': Bucardo never runs as root; name its own OS user (bucardo)",
+    )
     if p["here"] == p["there"]:
         problems.append(f"here and there must differ (both are {p['here']!r})")
     for name in ("pghost", "pghost2", "bucardo_host"):

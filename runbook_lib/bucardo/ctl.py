@@ -38,18 +38,20 @@ def program() -> str | None:
     return LOCAL.which(name)
 
 
-def os_user() -> str | None:
-    """The OS user Bucardo runs as: `bucardo` when we are root, ourselves (None) otherwise."""
+def os_user(name: str = OS_USER) -> str | None:
+    """The OS user Bucardo runs as: `name` (bucardo_os_user) when we are root, else ourselves
+    (None)."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(OS_USER)
+        pwd.getpwnam(name)
     except KeyError:
         raise PreconditionError(
-            f"there is no OS user {OS_USER!r}: Bucardo never runs as root; install Debian's "
-            f"bucardo package (it creates the user) or `adduser --system --group {OS_USER}`"
+            f"there is no OS user {name!r} (bucardo_os_user): Bucardo never runs as root; "
+            f"install Debian's bucardo package (it creates `bucardo`), `adduser --system --group "
+            f"{name}`, or name another user"
         ) from None
-    return OS_USER
+    return name
 
 
 def daemon_dir(rundir: Path) -> Path:
@@ -67,6 +69,9 @@ class BucardoCtl:
         self.rcfile = cfg.bucardo_rundir / RC_NAME
         self.passfile = cfg.bucardo_rundir / PASSFILE_NAME
 
+    def os_user(self) -> str | None:
+        return os_user(self.cfg.bucardo_os_user)
+
     def program(self) -> str:
         found = program()
         if not found:
@@ -81,7 +86,7 @@ class BucardoCtl:
         and Bucardo's own password file when our connections use passwords."""
         c = self.cfg
         LOCAL.make_dir(self.rundir, mode=0o711)
-        LOCAL.make_dir(self.daemondir, owner=os_user(), mode=0o700)
+        LOCAL.make_dir(self.daemondir, owner=self.os_user(), mode=0o700)
         text = (
             "# written by runbook_lib.bucardo: no password here (.pgpass / PGPASSFILE)\n"
             f"dbhost = {c.bucardo_host}\n"
@@ -104,15 +109,19 @@ class BucardoCtl:
             if password:
                 lines.append(passfile_line(ep, password))
         if lines:
-            write_passfile(self.passfile, os_user(), lines)
+            write_passfile(self.passfile, self.os_user(), lines)
         else:
             LOCAL.remove_file(self.passfile)
 
     def env(self) -> dict[str, str]:
         return {PASSFILE_ENV: str(self.passfile)} if LOCAL.exists(self.passfile) else {}
 
-    def argv(self, args: Sequence[str]) -> list[str]:
+    def program_argv(self, args: Sequence[str]) -> list[str]:
         return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        """The command as it runs (as Bucardo's OS user): what dry-run plans show."""
+        return LOCAL.as_user(self.program_argv(args), self.os_user())
 
     def install_args(self) -> list[str]:
         c = self.cfg
@@ -129,8 +138,8 @@ class BucardoCtl:
         if not LOCAL.exists(self.rcfile):
             self.write_rc()
         return LOCAL.run(
-            self.argv(args),
-            user=os_user(),
+            self.program_argv(args),
+            user=self.os_user(),
             env=self.env(),
             check=check,
             timeout_s=timeout_s,

@@ -35,6 +35,7 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
         "bucardo_port": lab.ports["control"],
         "bucardo_dbname": "bucardo",
         "bucardo_rundir": str(lab.bucardo_dir),
+        "bucardo_os_user": "bucardo",
         "copy_roles": False,
         "conflict_strategy": "",
         "sequence_strategy": "interleave",
