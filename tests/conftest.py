@@ -74,6 +74,8 @@ class LabFactory:
             if self.failed:
                 keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
                 shutil.copytree(the_lab.logs_dir, keep, dirs_exist_ok=True)
+                for log in (the_lab.server_dir / "standby").glob("*.log"):
+                    shutil.copy2(log, keep / f"standby-{log.name}")
                 if the_lab.bucardo_dir.exists():
                     shutil.copytree(
                         the_lab.bucardo_dir,

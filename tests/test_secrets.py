@@ -34,9 +34,10 @@ def _forms(secret: str) -> list[str]:
 class CommandLineSampler:
     """Samples every process's command line while a run goes on."""
 
-    def __init__(self, ours: str) -> None:
+    def __init__(self, ours: str, lab_dir: Path) -> None:
         self.seen: set[str] = set()
         self.ours = ours.encode()  # in the environment of processes our run started
+        self.lab_dir = str(lab_dir)  # or their working directory (Perl's $0 overwrites environ)
         self.processes: set[tuple[int, str]] = set()  # (uid, command line) of those
         self.samples = 0
         self._stop = threading.Event()
@@ -61,7 +62,9 @@ class CommandLineSampler:
     def _ours(self, pid: str) -> bool:
         """Other sessions run tests on this machine too: keep what our run started."""
         try:
-            return self.ours in Path(f"/proc/{pid}/environ").read_bytes()
+            if self.ours in Path(f"/proc/{pid}/environ").read_bytes():
+                return True
+            return os.readlink(f"/proc/{pid}/cwd").startswith(self.lab_dir)
         except OSError:
             return False
 
@@ -122,7 +125,8 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     )
     assert refused.returncode != 0 and "password" in refused.stderr
     archive = tmp_path / "runs"
-    with CommandLineSampler(f"RUNBOOK_RUN_DIR={archive.absolute()}/") as sampler:
+    ours = f"RUNBOOK_RUN_DIR={archive.absolute()}/"
+    with CommandLineSampler(ours, the_lab.server_dir) as sampler:
         result = subprocess.run(
             [
                 sys.executable,
