@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -486,8 +488,14 @@ def test_partitioned_table_is_compared_whole_and_its_partitions_are_not_listed(p
     assert result.summary.iloc[0]["chunks"] > 1
 
 
-def test_a_role_that_may_only_select_can_compare(pair):
+def test_a_role_that_may_only_select_can_compare(pair, tmp_path, monkeypatch):
     """Read-only: no writes, no temporary tables (the role may create neither)."""
+    passfile = tmp_path / "pgpass"  # the lab's servers want a password from every role
+    passfile.write_text(
+        "127.0.0.1:*:*:cmp_reader:reader-pw\n" + Path(os.environ["PGPASSFILE"]).read_text()
+    )
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
     both(pair, """
         CREATE SCHEMA ro;
         CREATE TABLE ro.t (id int PRIMARY KEY, v text);
@@ -495,7 +503,8 @@ def test_a_role_that_may_only_select_can_compare(pair):
     """)  # fmt: skip
     run(pair[1], "DELETE FROM ro.t WHERE id = 4321")
     for endpoint in pair:
-        run(endpoint, "DROP ROLE IF EXISTS cmp_reader; CREATE ROLE cmp_reader LOGIN; "
+        run(endpoint, "DROP ROLE IF EXISTS cmp_reader; "
+            "CREATE ROLE cmp_reader LOGIN PASSWORD 'reader-pw'; "
             f"REVOKE TEMPORARY ON DATABASE {endpoint.dbname} FROM PUBLIC; "
             "GRANT USAGE ON SCHEMA ro TO cmp_reader; "
             "GRANT SELECT ON ro.t TO cmp_reader")  # fmt: skip
