@@ -103,7 +103,7 @@ class Lab:
 
     def endpoint(self, name: str, dbname: str = "postgres") -> ConninfoEndpoint:
         """A lab server's endpoint; its password comes from the lab's .pgpass."""
-        port = self.ports[name] if name != "standby" else self.standby_port
+        port = self.standby_port if name == "standby" else self.cluster(name).port
         params = {"host": LOOPBACK, "port": str(port), "dbname": dbname, "user": SUPERUSER}
         params["passfile"] = str(self.passfile)
         return ConninfoEndpoint(
