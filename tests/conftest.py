@@ -66,12 +66,14 @@ class LabFactory:
         return the_lab
 
     def add_passwords(self, the_lab: lab_module.Lab) -> None:
-        lines = self.passfile.read_text() + the_lab.passfile.read_text()
+        """The newest lab's lines first: libpq takes the first match, and a port of a lab
+        purged earlier in the session may belong to this one now."""
+        lines = the_lab.passfile.read_text() + self.passfile.read_text()
         LOCAL.write_text(self.passfile, lines, mode=0o600)
 
     def close(self) -> None:
         for the_lab in self.labs:
-            if self.failed:
+            if self.failed and the_lab.logs_dir.exists():  # a test may have purged it
                 keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
                 shutil.copytree(the_lab.logs_dir, keep, dirs_exist_ok=True)
                 for log in (the_lab.server_dir / "standby").glob("*.log"):

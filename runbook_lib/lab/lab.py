@@ -56,7 +56,11 @@ class Lab:
     ports: dict[str, int]
     standby_port: int
     scale: int
-    server_dir: Path
+    server_dir: Path | None = None  # where the servers' files live; None: root itself
+
+    def __post_init__(self) -> None:
+        if self.server_dir is None:
+            self.server_dir = self.root
 
     @property
     def passfile(self) -> Path:
