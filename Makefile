@@ -24,7 +24,7 @@ venv: $(INSTALLED)
 demo: system-deps venv
 	$(BIN)/runbook lab down --dir $(LAB) --purge
 	$(BIN)/runbook lab up --dir $(LAB)
-	@scripts/demo.sh $(LAB) $(RUNS)
+	@BIN=$(BIN) scripts/demo.sh $(LAB) $(RUNS)
 
 test: system-deps venv
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from runbook_lib import pgbin  # noqa: E402
+from runbook_lib.connection import connect  # noqa: E402
 from runbook_lib.execute import run_notebook  # noqa: E402
 from runbook_lib.host import LOCAL  # noqa: E402
 from runbook_lib.lab import lab as lab_module  # noqa: E402
@@ -133,7 +135,11 @@ def seed_whole(the_lab) -> float:
                 "host=127.0.0.1",
                 f"port={port}",
                 "user=postgres",
+                "--force",  # the control server cannot log in before it has the password:
             )
+        with connect(the_lab.endpoint("control", "bucardo")) as conn, conn.transaction():
+            conn.execute("SET LOCAL log_statement = 'none'")  # as `add db pass=...` would store
+            conn.execute("UPDATE bucardo.db SET dbpass = %s", [the_lab.password()])
         tables = [
             "public.foo",
             "public.bar",
@@ -194,6 +200,7 @@ def main() -> int:
     try:
         t0 = time.monotonic()
         lab_a = lab_module.up(parent / "a", scale=args.scale, first_port=47000)
+        os.environ["PGPASSFILE"] = str(lab_a.passfile)  # the lab's servers want its password
         labs.append(lab_a)
         print(f"lab A at scale {args.scale} built in {time.monotonic() - t0:.0f} s", flush=True)
         read_s = min(read_alone(lab_a) for _ in range(2))
@@ -215,6 +222,7 @@ def main() -> int:
             lab_module.down(lab_a.root, purge=True)
             labs.remove(lab_a)
             lab_b = lab_module.up(parent / "b", scale=args.scale, first_port=47100)
+            os.environ["PGPASSFILE"] = str(lab_b.passfile)
             labs.append(lab_b)
             read_alone(lab_b)
             seed_whole_s = seed_whole(lab_b)

@@ -31,6 +31,7 @@ reladiff comes with the optional extra: .venv/bin/pip install -e '.[bench]'.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if own:
         root.parent.chmod(0o755)
     the_lab = lab_module.up(root) if own else lab_module.Lab.load(root.absolute())
+    os.environ["PGPASSFILE"] = str(the_lab.passfile)  # the lab's servers want its password
     here, there = the_lab.endpoint("here"), the_lab.endpoint("there")
     results = []
     try:

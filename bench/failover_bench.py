@@ -12,6 +12,7 @@ Targets (issue 6): failover within 3 s in both modes; steady lag within archive_
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -70,6 +71,7 @@ def main() -> int:
     root = parent / "lab"
     try:
         the_lab = lab_module.up(root, first_port=random.randrange(20000, 60000, 100))
+        os.environ["PGPASSFILE"] = str(the_lab.passfile)  # the lab's servers want its password
         values = {
             **warm_standby_parameters(the_lab),
             "archive_timeout_s": args.archive_timeout,

@@ -14,6 +14,7 @@ noisy: compare ratios within one run, never absolute times across runs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,7 @@ def main() -> int:
     parent = Path(tempfile.mkdtemp(prefix="verify-bench-", dir="/var/tmp"))
     parent.chmod(0o755)
     the_lab = lab_module.up(parent / "lab", scale=1)
+    os.environ["PGPASSFILE"] = str(the_lab.passfile)  # the lab's servers want its password
     try:
         params = yaml.safe_load((the_lab.parameters_dir / "bucardo_bootstrap.yaml").read_text())
         cfg = bb.validate_parameters(**params | {"verify_timeout_s": 600})

@@ -28,6 +28,7 @@ bucardo_host: str = "localhost"  # host of Bucardo's control database (installed
 bucardo_port: int = 5432  # port of Bucardo's control database
 bucardo_dbname: str = "bucardo"  # name of Bucardo's control database
 bucardo_rundir: str = "/var/run/bucardo"  # Bucardo's pid files, logs, rc file and the schema dump
+bucardo_os_user: str = "bucardo"  # OS user Bucardo's CLI and daemon run as (never root)
 copy_roles: bool = False  # create the source's roles missing on the target (existing: untouched)
 conflict_strategy: str = ""  # empty: priority list here first; or bucardo_latest
 sequence_strategy: str = "interleave"  # interleave (here odd, there even), or none

@@ -1,5 +1,6 @@
 """A PostgreSQL cluster on a host: initdb, start, stop, status, settings. Server processes run
-as the `postgres` OS user when we are root (initdb refuses root)."""
+as the `postgres` OS user when we are root (initdb refuses root); files in its data directory
+are read and written as that user."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from runbook_lib import pgbin
 from runbook_lib.connection import Endpoint
-from runbook_lib.errors import PreconditionError
+from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import LOCAL, LocalHost
 from runbook_lib.ports import LOOPBACK, port_accepts
 from runbook_lib.waiting import wait_until
@@ -55,26 +56,29 @@ class LocalCluster:
     def initialized(self) -> bool:
         return self.host.exists(self.datadir / "PG_VERSION")
 
-    def init(self, settings: dict[str, str] | None = None) -> None:
-        """initdb (trust on loopback: a lab), then write our settings to postgresql.auto.conf."""
+    def init(self, settings: dict[str, str] | None = None, *, password: str | None = None) -> None:
+        """initdb, then our settings in a conf file of our own. With `password` the superuser
+        gets it and TCP connections need it (scram-sha-256); without, TCP is refused to all
+        (`reject`) until pg_hba.conf says otherwise. Local sockets (off in the lab) use peer."""
         if self.initialized():
             return
         owner = server_os_user()
         self.host.make_dir(self.datadir, owner=owner, mode=0o700)
-        self.host.run(
-            [
-                pgbin.program("initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                self.superuser,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-            user=owner,
-        )
+        pwfile = self.datadir.parent / f".{self.datadir.name}.initdb-password"
+        argv = [
+            pgbin.program("initdb"), "-D", str(self.datadir), "-U", self.superuser,
+            "--auth-local=peer", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+        ]  # fmt: skip
+        if password is None:
+            argv.append("--auth-host=reject")
+        else:
+            argv += ["--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+            self.host.write_text(pwfile, password + "\n", owner=owner, mode=0o600)
+        try:
+            self.host.run(argv, user=owner)
+        finally:
+            if password is not None:
+                self.host.remove_file(pwfile)
         self.configure(settings or {})
 
     def configure(self, settings: dict[str, str]) -> None:
@@ -92,7 +96,7 @@ class LocalCluster:
         conf = self.datadir / "runbook_lab.conf"
         self.host.write_text(conf, text, owner=server_os_user(), mode=0o600)
         main_conf = self.datadir / "postgresql.conf"
-        current = self.host.read_text(main_conf)
+        current = self.host.read_text(main_conf, user=server_os_user())
         include = "include_if_exists = 'runbook_lab.conf'\n"
         if include not in current:
             self.host.write_text(main_conf, current + include, owner=server_os_user(), mode=0o600)
@@ -100,9 +104,8 @@ class LocalCluster:
     def set_port(self, port: int) -> None:
         """Move a stopped cluster to another port."""
         conf = self.datadir / "runbook_lab.conf"
-        lines = [
-            line for line in self.host.read_text(conf).splitlines() if not line.startswith("port =")
-        ]
+        current = self.host.read_text(conf, user=server_os_user())
+        lines = [line for line in current.splitlines() if not line.startswith("port =")]
         self.host.write_text(
             conf, "\n".join([f"port = {port}", *lines]) + "\n", owner=server_os_user(), mode=0o600
         )
@@ -138,9 +141,9 @@ class LocalCluster:
             raise PreconditionError(
                 f"port {self.port} is taken by another program; cluster {self.name} cannot start"
             )
-        self.host.make_dir(self.logfile.parent, mode=0o755)
+        self.host.make_dir(self.logfile.parent, owner=server_os_user(), mode=0o700)
         if not self.host.exists(self.logfile):
-            self.host.write_text(self.logfile, "", owner=server_os_user(), mode=0o644)
+            self.host.write_text(self.logfile, "", owner=server_os_user(), mode=0o600)
         self.host.run(self.start_argv(), user=server_os_user(), timeout_s=START_TIMEOUT_S + 30)
 
     def stop(self, mode: str = "fast") -> None:
@@ -162,6 +165,7 @@ class LocalCluster:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return "\n".join(self.host.read_text(self.logfile).splitlines()[-lines:])
-        except FileNotFoundError:
+            text = self.host.read_text(self.logfile, user=server_os_user())
+        except (FileNotFoundError, RunbookError):
             return ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -2,7 +2,9 @@
 
 A run directory holds `notebook.ipynb` (saved after every cell, so a killed run still leaves a
 record), `notebook.html`, `summary.json` and `results/` (each step's DataFrames as files).
-Once written, a run directory is made read-only: archived runs are never modified.
+Everything in the archive is its owner's only: the run is made with umask 077 (kernel and the
+programs it starts included), and once written a run directory is sealed read-only (0500
+directories, 0400 files): archived runs are never modified, and no other user reads them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import platform
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -85,9 +88,18 @@ def load_parameter_files(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
+RUN_UMASK = 0o077
+SEALED_DIR_MODE, SEALED_FILE_MODE = 0o500, 0o400
+
+
 def new_run_directory(archive: Path, notebook: Path, now: datetime) -> Path:
+    """A fresh run directory (0700) in the archive (made 0700 when we create it)."""
+    if not archive.exists():
+        archive.mkdir(parents=True, mode=0o700)
+        archive.chmod(0o700)  # ours, just made: exactly 0700 whatever the umask
     path = archive / f"{now:%Y%m%dT%H%M%SZ}-{notebook.stem}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True)
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)
     return path
 
 
@@ -172,10 +184,23 @@ def _write_html(notebook_path: Path, html_path: Path) -> None:
 
 
 def _seal(run_dir: Path) -> None:
-    """Make the archived run read-only."""
-    for path in sorted(run_dir.rglob("*"), reverse=True):
-        path.chmod(0o555 if path.is_dir() else 0o444)
-    run_dir.chmod(0o555)
+    """Make the archived run read-only and its owner's only; symlinks are never followed."""
+    for _top, dirs, files, top_fd in os.fwalk(run_dir, topdown=False, follow_symlinks=False):
+        for name in files + dirs:
+            st = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                mode = SEALED_DIR_MODE if stat.S_ISDIR(st.st_mode) else SEALED_FILE_MODE
+                os.chmod(name, mode, dir_fd=top_fd)
+    run_dir.chmod(SEALED_DIR_MODE)
+
+
+@contextmanager
+def _private_umask():
+    previous = os.umask(RUN_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 @contextmanager
@@ -207,6 +232,11 @@ def run_notebook(
     notebook: str, parameters: dict[str, Any], *, archive: Path = DEFAULT_ARCHIVE
 ) -> RunResult:
     """Check parameters, run the notebook, archive everything; raise RunFailed on a failing step."""
+    with _private_umask():
+        return _run_notebook(notebook, parameters, archive)
+
+
+def _run_notebook(notebook: str, parameters: dict[str, Any], archive: Path) -> RunResult:
     import nbformat
     import papermill
 

@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbook_lib.errors import CommandFailed, ConfigurationError
+from runbook_lib import safe_files
+from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError, RunbookError
 from runbook_lib.redaction import redact
 
 log = logging.getLogger("runbook_lib")
 
 STDERR_TAIL_LINES = 12
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's own: every OS user can run it
 
 
 @dataclass(frozen=True)
@@ -168,52 +170,106 @@ class LocalHost:
     def exists(self, path: str | Path) -> bool:
         return Path(path).exists()
 
-    def read_text(self, path: str | Path) -> str:
+    def read_text(self, path: str | Path, *, user: str | None = None) -> str:
+        """The file's text; read as `user` (the owner of the directory) when that is another OS
+        user, so that a symlink it planted cannot make us read a file it may not."""
+        if self._other_user(user):
+            return self.run(["cat", "--", str(path)], user=user).stdout
         return Path(path).read_text()
 
-    def write_text(
-        self, path: str | Path, text: str, *, owner: str | None = None, mode: int = 0o644
-    ) -> None:
-        """Write atomically (temp file then rename), then set owner and mode."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, mode)
-        if owner:
-            self.chown(tmp, owner)
-        os.replace(tmp, target)
+    def _other_user(self, user: str | None) -> bool:
+        return bool(user) and os.geteuid() == 0 and pwd.getpwuid(os.geteuid()).pw_name != user
 
-    def make_dir(self, path: str | Path, *, owner: str | None = None, mode: int = 0o700) -> None:
-        p = Path(path)
-        p.mkdir(parents=True, exist_ok=True)
-        os.chmod(p, mode)
-        if owner:
-            self.chown(p, owner)
-
-    def chown(self, path: str | Path, owner: str, *, recursive: bool = False) -> None:
-        if os.geteuid() != 0:
-            return
+    def _ids(self, owner: str | None) -> tuple[int, int]:
+        if not owner or os.geteuid() != 0:
+            return -1, -1
         try:
             entry = pwd.getpwnam(owner)
         except KeyError as exc:
             raise ConfigurationError(f"OS user {owner!r} does not exist on {self.name}") from exc
-        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-        if recursive:
-            for top, dirs, files in os.walk(path):
+        return entry.pw_uid, entry.pw_gid
+
+    def _as_owner(self, owner: str, op: str, path: Path, mode: int, data: str | None) -> None:
+        """Do a file operation as `owner` with the same code (safe_files run by the system's
+        python3, which every user can execute)."""
+        source = Path(safe_files.__file__).read_text()
+        argv = [SYSTEM_PYTHON, "-I", "-S", "-c", source, op, str(path), f"{mode:o}"]
+        full = self.as_user(argv, owner)
+        log.info("%s %s as %s (mode %04o)", op, path, owner, mode)
+        proc = subprocess.run(
+            full, input=data or "", capture_output=True, text=True, cwd="/", check=False
+        )
+        if proc.returncode != 0:
+            raise CommandFailed(
+                f"{op} as {owner}", proc.returncode, _stderr_tail(proc.stderr), f"{op} {path}"
+            )
+
+    def _untrusted(self, path: Path, owner: str | None, exc: OSError) -> RunbookError:
+        return PreconditionError(
+            f"{path.parent} is not a safe place for a file of {owner or 'ours'}: {exc}; give "
+            "it an owner that controls the directory, or choose a directory only root controls"
+        )
+
+    def write_text(
+        self, path: str | Path, text: str, *, owner: str | None = None, mode: int = 0o600
+    ) -> None:
+        """Write atomically without following a symlink (exclusive temporary file, rename),
+        with `owner` and `mode` set on the open file. In a directory only root (or we) control
+        it is done here; in a directory of `owner` it is done as `owner`; elsewhere refused."""
+        target = Path(path).absolute()
+        try:
+            dir_fd = safe_files.open_trusted_dir(str(target.parent))
+        except safe_files.UntrustedDirectory as exc:
+            if not self._other_user(owner):
+                raise self._untrusted(target, owner, exc) from None
+            self._as_owner(owner, "write", target, mode, text)
+            return
+        try:
+            safe_files.write_at(dir_fd, target.name, text.encode(), mode, *self._ids(owner))
+        finally:
+            os.close(dir_fd)
+
+    def make_dir(self, path: str | Path, *, owner: str | None = None, mode: int = 0o700) -> bool:
+        """Create the directory (and missing parents, 0755, ours) with `owner` and `mode`;
+        one that exists is left exactly as it is. True when it was created."""
+        target = Path(path).absolute()
+        if target.is_dir():
+            return False
+        if not target.parent.exists():
+            self.make_dir(target.parent, mode=0o755)
+        try:
+            dir_fd = safe_files.open_trusted_dir(str(target.parent))
+        except safe_files.UntrustedDirectory as exc:
+            if not self._other_user(owner):
+                raise self._untrusted(target, owner, exc) from None
+            self._as_owner(owner, "mkdir", target, mode, None)
+            return True
+        try:
+            return safe_files.mkdir_at(dir_fd, target.name, mode, *self._ids(owner))
+        finally:
+            os.close(dir_fd)
+
+    def chown(self, path: str | Path, owner: str, *, recursive: bool = False) -> None:
+        """chown (-R) without following any symlink: descriptors all the way down (os.fwalk)."""
+        uid, gid = self._ids(owner)
+        if uid == -1:
+            return
+        os.chown(path, uid, gid, follow_symlinks=False)
+        if recursive and Path(path).is_dir() and not Path(path).is_symlink():
+            for _top, dirs, files, top_fd in os.fwalk(path, follow_symlinks=False):
                 for name in dirs + files:
-                    os.chown(
-                        os.path.join(top, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False
-                    )
+                    os.chown(name, uid, gid, dir_fd=top_fd, follow_symlinks=False)
 
     def list_dir(self, path: str | Path) -> list[str]:
         p = Path(path)
         return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
 
-    def remove_file(self, path: str | Path) -> None:
-        Path(path).unlink(missing_ok=True)
-
     def remove_tree(self, path: str | Path) -> None:
-        shutil.rmtree(path, ignore_errors=False)
+        shutil.rmtree(path, ignore_errors=False)  # descriptor-based: never follows a symlink
+
+    def remove_file(self, path: str | Path) -> None:
+        """Remove one file (a symlink itself, never its target); absent is fine."""
+        Path(path).unlink(missing_ok=True)
 
     def free_bytes(self, path: str | Path) -> int:
         """Free space on the filesystem holding path (or its nearest existing parent)."""

@@ -89,13 +89,22 @@ def value_matches(value: Any, annotation: str) -> bool:
     return True
 
 
+def secret_refusal(name: str) -> str:
+    """Why a password-like value is refused (runbook run's parameters, runbook compare's
+    connection strings): the same words everywhere."""
+    return (
+        f"{name} looks like a secret: passwords are never parameters (they would be recorded in "
+        "the run archive, and every local user reads a command line); use PGPASSWORD, "
+        "~/.pgpass (PGPASSFILE) or a service file"
+    )
+
+
 def check_parameters(notebook: Path, values: dict[str, Any]) -> None:
     """Refuse unknown names and values of the wrong type, naming the valid parameters."""
     declared = declared_parameters(notebook)
     unknown = sorted(set(values) - set(declared))
     problems = [
-        f"{name} looks like a secret: passwords are never parameters (they would be recorded in "
-        "the run archive); use PGPASSWORD, ~/.pgpass (PGPASSFILE) or a service file"
+        secret_refusal(name)
         for name, value in values.items()
         if SECRET_NAME.search(name) or (isinstance(value, str) and redact(value) != value)
     ]

@@ -3,7 +3,10 @@
 set -euo pipefail
 lab="$1"
 runs="$2"
-bin=.venv/bin
+bin="${BIN:-.venv/bin}"
+# the lab's servers ask for a password: it is in the lab's own 0600 password file
+PGPASSFILE="$(cd "$lab" && pwd)/.pgpass"
+export PGPASSFILE
 shopt -s nullglob
 notebooks=(notebooks/*.ipynb)
 if [[ ${#notebooks[@]} -eq 0 ]]; then

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib import pgbin
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import lab as lab_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,33 +44,53 @@ def _random_first_port() -> int:
 
 
 class LabFactory:
-    """Makes labs for tests; keeps their server logs under test-logs/ when a test failed."""
+    """Makes labs for tests; keeps their server logs under test-logs/ when a test failed.
+
+    Every lab's servers want its generated password: the session's PGPASSFILE (0600) gathers
+    the .pgpass lines of every lab made, as an operator's own password file would."""
 
     def __init__(self) -> None:
         self.parent = _lab_parent()
         self.labs: list[lab_module.Lab] = []
         self.failed = False
+        self.passfile = self.parent / "session.pgpass"
+        LOCAL.write_text(self.passfile, "", mode=0o600)
+        self.previous_passfile = os.environ.get("PGPASSFILE")
+        os.environ["PGPASSFILE"] = str(self.passfile)
 
     def __call__(self, name: str = "lab", scale: int = 1) -> lab_module.Lab:
         root = self.parent / f"{name}-{len(self.labs)}"
         the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port())
         self.labs.append(the_lab)
+        self.add_passwords(the_lab)
         return the_lab
+
+    def add_passwords(self, the_lab: lab_module.Lab) -> None:
+        """The newest lab's lines first: libpq takes the first match, and a port of a lab
+        purged earlier in the session may belong to this one now."""
+        lines = the_lab.passfile.read_text() + self.passfile.read_text()
+        LOCAL.write_text(self.passfile, lines, mode=0o600)
 
     def close(self) -> None:
         for the_lab in self.labs:
-            if self.failed:
+            if self.failed and the_lab.logs_dir.exists():  # a test may have purged it
                 keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
-                shutil.copytree(the_lab.root / "logs", keep, dirs_exist_ok=True)
-                if (the_lab.root / "bucardo").exists():
+                shutil.copytree(the_lab.logs_dir, keep, dirs_exist_ok=True)
+                for log in (the_lab.server_dir / "standby").glob("*.log"):
+                    shutil.copy2(log, keep / f"standby-{log.name}")
+                if the_lab.bucardo_dir.exists():
                     shutil.copytree(
-                        the_lab.root / "bucardo",
+                        the_lab.bucardo_dir,
                         keep / "bucardo",
                         dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.pid"),
+                        ignore=shutil.ignore_patterns("*.pid", "*.pgpass", "*.dump*"),
                     )
             lab_module.down(the_lab.root, purge=True)
         shutil.rmtree(self.parent, ignore_errors=True)
+        if self.previous_passfile is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = self.previous_passfile
 
 
 @pytest.hookimpl(wrapper=True)

@@ -73,7 +73,7 @@ class Workload:
         argv = [sys.executable, "-m", "runbook_lib.cli", "lab", "workload",
                 "--dir", str(the_lab.root), "--seconds", "0", "--rate", str(rate),
                 "--ledger", str(self.ledger)]  # fmt: skip
-        self.proc = LOCAL.start(argv, stdout_path=the_lab.root / "logs" / f"{name}.log")
+        self.proc = LOCAL.start(argv, stdout_path=the_lab.root / "workload" / f"{name}.log")
         time.sleep(1.5)  # some writes before the bootstrap starts
 
     def stop(self) -> int:

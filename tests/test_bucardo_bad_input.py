@@ -115,8 +115,10 @@ def test_refused_password_is_refused(bad_lab, monkeypatch, tmp_path):
     try:
         with connect(bad_lab.endpoint("here")) as conn:
             conn.execute("SELECT pg_catalog.pg_reload_conf()")
-        monkeypatch.setenv("PGPASSWORD", "wrong-one")
-        monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+        wrong = tmp_path / "pgpass"  # the lab's passwords, and a wrong one for pw_admin
+        wrong.write_text("127.0.0.1:*:*:pw_admin:wrong-one\n" + bad_lab.passfile.read_text())
+        wrong.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(wrong))
         assert_refused(
             bad_lab,
             params_of(bad_lab, pgsuperuser="pw_admin"),
@@ -125,7 +127,6 @@ def test_refused_password_is_refused(bad_lab, monkeypatch, tmp_path):
         )
     finally:
         hba.write_text(original)
-        monkeypatch.delenv("PGPASSWORD")
         with connect(bad_lab.endpoint("here")) as conn:
             conn.execute("SELECT pg_catalog.pg_reload_conf()")
             conn.execute("DROP ROLE pw_admin")
@@ -195,8 +196,12 @@ def test_sync_name_used_by_another_relgroup_is_refused(bad_lab):
                 f"host={control.host}",
                 f"port={control.port}",
                 f"user={control.user}",
+                "--force",  # Bucardo cannot log in before it has the password (bound below)
             ]
         )
+    with connect(bad_lab.endpoint("control", "bucardo")) as conn, conn.transaction():
+        conn.execute("SET LOCAL log_statement = 'none'")
+        conn.execute("UPDATE bucardo.db SET dbpass = %s", [bad_lab.password()])
     other.run(["add", "table", "public.thing", "relgroup=other_rels", "db=spare1"])
     other.run(["add", "dbgroup", "other_dbs", "spare1:source", "spare2:target"])
     other.run(["add", "sync", cfg.sync, "relgroup=other_rels", "dbs=other_dbs", "autokick=0"])

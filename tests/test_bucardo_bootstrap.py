@@ -157,8 +157,9 @@ def test_rerunning_a_finished_bootstrap_changes_nothing(bootstrapped, tmp_path):
 
 def test_lab_down_leaves_no_bucardo_process(bootstrapped):
     the_lab, _, _, _ = bootstrapped
-    pids = [int(p.read_text().split()[0]) for p in the_lab.bucardo_dir.glob("*.pid")]
-    assert pids, "the daemon writes its pid files into bucardo_rundir"
+    pidfiles = (the_lab.bucardo_dir / "daemon").glob("*.pid")
+    pids = [int(p.read_text().split()[0]) for p in pidfiles]
+    assert pids, "the daemon writes its pid files into bucardo_rundir/daemon"
     lab_module.down(the_lab.root)
     alive = [pid for pid in pids if bb.ctl._running(pid)]
     assert not alive

@@ -31,6 +31,7 @@ def good() -> dict[str, Any]:
         "schemas": ["public", "inventory"], "relgroup": "rels", "dbgroup": "dbs",
         "sync": "widgets_sync", "bucardo_host": "localhost", "bucardo_port": 5434,
         "bucardo_dbname": "bucardo", "bucardo_rundir": "/var/run/bucardo",
+        "bucardo_os_user": "bucardo",
         "copy_roles": False, "conflict_strategy": "", "sequence_strategy": "interleave",
         "copy_jobs": 2, "drain_timeout_s": 300, "verify_timeout_s": 300,
     }  # fmt: skip
@@ -154,3 +155,8 @@ def test_notebook_defaults_name_none_of_the_labs_data(notebook):
     assert declared["pgdatabase"].default in ('""', "''")
     labs = [p.name for p in declared.values() if SAMPLE_DBNAME in p.default]
     assert not labs, labs
+
+
+def test_bucardo_never_runs_as_root():
+    with pytest.raises(ConfigurationError, match="bucardo_os_user='root': Bucardo never runs"):
+        validate_parameters(**(good() | {"bucardo_os_user": "root"}))

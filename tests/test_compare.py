@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -408,7 +410,7 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
 
     both(pair, "CREATE SCHEMA cli; CREATE TABLE cli.t (id int PRIMARY KEY, v int)")
     a, b = pair
-    conninfo_a = f"host={a.host} port={a.port} dbname={a.dbname} user={a.user} password=s3cr3t"
+    conninfo_a = f"host={a.host} port={a.port} dbname={a.dbname} user={a.user}"
     conninfo_b = f"postgresql://{b.user}@{b.host}:{b.port}/{b.dbname}"
     args = [conninfo_a, conninfo_b, "--schemas", "cli", "--no-progress"]
     assert main(["compare", *args]) == 0
@@ -416,11 +418,9 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
     assert main(["compare", *args, "--max-keys", "3"]) == 1
     out = capsys.readouterr()
     assert "42" in out.out and "missing a" in out.out
-    broken = f"host={a.host} port=1 dbname=x user={a.user} password=s3cr3t"
+    broken = f"host={a.host} port=1 dbname=x user={a.user}"
     assert main(["compare", broken, conninfo_b, "--no-progress"]) == 2
-    out = capsys.readouterr()
-    assert "s3cr3t" not in out.out + out.err
-    assert "cannot connect" in out.err
+    assert "cannot connect" in capsys.readouterr().err
     assert "s3cr3t" not in repr(endpoint_from_conninfo(conninfo_a)) + str(
         endpoint_from_conninfo(conninfo_a)
     )
@@ -428,6 +428,20 @@ def test_cli_exit_status_and_output_never_show_the_password(pair, capsys):
         main(["compare", "--help"])
     assert exc.value.code == 0
     assert "runbook compare" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    ["host=127.0.0.1 port=1 dbname=x password=s3cr3t", "postgresql://u:s3cr3t@127.0.0.1:1/x"],
+)
+def test_cli_refuses_a_password_on_its_command_line_without_echoing_it(conninfo, capsys):
+    from runbook_lib.cli import main
+    from runbook_lib.params import secret_refusal
+
+    assert main(["compare", conninfo, "host=127.0.0.1 port=1", "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert secret_refusal("CONNINFO_A") in out.err
+    assert "s3cr3t" not in out.out + out.err
 
 
 def test_endpoint_from_a_service_name_uses_the_service(tmp_path, monkeypatch, pair):
@@ -474,8 +488,14 @@ def test_partitioned_table_is_compared_whole_and_its_partitions_are_not_listed(p
     assert result.summary.iloc[0]["chunks"] > 1
 
 
-def test_a_role_that_may_only_select_can_compare(pair):
+def test_a_role_that_may_only_select_can_compare(pair, tmp_path, monkeypatch):
     """Read-only: no writes, no temporary tables (the role may create neither)."""
+    passfile = tmp_path / "pgpass"  # the lab's servers want a password from every role
+    passfile.write_text(
+        "127.0.0.1:*:*:cmp_reader:reader-pw\n" + Path(os.environ["PGPASSFILE"]).read_text()
+    )
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
     both(pair, """
         CREATE SCHEMA ro;
         CREATE TABLE ro.t (id int PRIMARY KEY, v text);
@@ -483,7 +503,8 @@ def test_a_role_that_may_only_select_can_compare(pair):
     """)  # fmt: skip
     run(pair[1], "DELETE FROM ro.t WHERE id = 4321")
     for endpoint in pair:
-        run(endpoint, "DROP ROLE IF EXISTS cmp_reader; CREATE ROLE cmp_reader LOGIN; "
+        run(endpoint, "DROP ROLE IF EXISTS cmp_reader; "
+            "CREATE ROLE cmp_reader LOGIN PASSWORD 'reader-pw'; "
             f"REVOKE TEMPORARY ON DATABASE {endpoint.dbname} FROM PUBLIC; "
             "GRANT USAGE ON SCHEMA ro TO cmp_reader; "
             "GRANT SELECT ON ro.t TO cmp_reader")  # fmt: skip

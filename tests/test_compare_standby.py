@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from psycopg import sql
@@ -13,6 +15,7 @@ from runbook_lib.cluster import LocalCluster, server_os_user
 from runbook_lib.compare import compare_databases
 from runbook_lib.connection import Endpoint, connect
 from runbook_lib.host import LOCAL
+from runbook_lib.passfile import passfile_env, passfile_line
 from runbook_lib.ports import free_ports
 from runbook_lib.waiting import wait_until
 
@@ -36,13 +39,29 @@ def primary_and_standby(shared_lab) -> Iterator[tuple[Endpoint, Endpoint]]:
     LOCAL.make_dir(root, owner=server_os_user(), mode=0o755)
     (port,) = free_ports(1, start=random.randrange(20000, 60000, 100))
     standby = LocalCluster("cmp-standby", root / "data", port, root / "standby.log")
-    LOCAL.run(
-        [pgbin.program("pg_basebackup"), "-h", primary.endpoint().host, "-p", str(primary.port),
-         "-U", primary.superuser, "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast"],
-        user=server_os_user(),
-    )  # fmt: skip
-    standby.configure({"hot_standby": "on", "max_standby_streaming_delay": "5s"})
+    with passfile_env(primary.endpoint(), server_os_user()) as env:
+        LOCAL.run(
+            [pgbin.program("pg_basebackup"), "-h", primary.endpoint().host, "-p",
+             str(primary.port), "-U", primary.superuser, "-D", str(standby.datadir),
+             "-X", "stream", "-c", "fast"],
+            user=server_os_user(), env=env,
+        )  # fmt: skip
+    # streaming: the walreceiver needs the primary's password, in a file of the server's user
+    passfile = root / "pgpass"
+    line = passfile_line(primary.endpoint(), shared_lab.password())
+    LOCAL.write_text(passfile, line, owner=server_os_user(), mode=0o600)
+    conninfo = (
+        f"host={primary.endpoint().host} port={primary.port} user=postgres passfile={passfile}"
+    )
+    LOCAL.write_text(standby.datadir / "standby.signal", "", owner=server_os_user())
+    standby.configure({
+        "hot_standby": "on", "max_standby_streaming_delay": "5s",
+        "primary_conninfo": f"'{conninfo}'",
+    })  # fmt: skip
     standby.start()
+    session = Path(os.environ["PGPASSFILE"])  # the copy keeps the primary's password
+    line = passfile_line(standby.endpoint(), shared_lab.password())
+    LOCAL.write_text(session, line + session.read_text(), mode=0o600)
     try:
         yield primary.endpoint(DBNAME), standby.endpoint(DBNAME)
     finally:

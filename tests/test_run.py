@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -85,6 +87,26 @@ def test_run_succeeds_and_archives_notebook_html_and_summary(tmp_path):
     assert summary["os_user"] and summary["host"]
     # archived runs are read-only
     assert not (run_dir / "summary.json").stat().st_mode & 0o222
+
+
+def test_run_archive_is_its_owners_only_and_read_only_whatever_the_umask(tmp_path):
+    nb = _notebook(
+        tmp_path / "rec.ipynb",
+        "import pandas as pd\nfrom runbook_lib import record\n"
+        "record.record_result('counts', pd.DataFrame({'rows': [3]}))",
+    )
+    archive = tmp_path / "runs"
+    result = _runbook(
+        "run", str(nb), "--archive", str(archive), cwd=tmp_path, preexec_fn=lambda: os.umask(0)
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o700
+    (run_dir,) = archive.iterdir()
+    paths = [run_dir, *run_dir.rglob("*")]
+    assert any(p.parent.name == "results" for p in paths)
+    for path in paths:
+        wanted = 0o500 if path.is_dir() else 0o400
+        assert stat.S_IMODE(path.stat().st_mode) == wanted, path
 
 
 def test_run_failure_exits_non_zero_naming_the_failed_step_and_keeps_the_record(tmp_path):

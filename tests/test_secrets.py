@@ -1,9 +1,12 @@
-"""No password, in any form, in a run's archive, its logs or any command line during the run."""
+"""No password, in any form, in a run's archive, its logs (every statement logged) or any command
+line during the run; no daemon as root; every record its owner's only."""
 
 from __future__ import annotations
 
 import base64
 import os
+import pwd
+import stat
 import subprocess
 import sys
 import threading
@@ -31,8 +34,11 @@ def _forms(secret: str) -> list[str]:
 class CommandLineSampler:
     """Samples every process's command line while a run goes on."""
 
-    def __init__(self) -> None:
+    def __init__(self, ours: str, lab_dir: Path) -> None:
         self.seen: set[str] = set()
+        self.ours = ours.encode()  # in the environment of processes our run started
+        self.lab_dir = str(lab_dir)  # or their working directory (Perl's $0 overwrites environ)
+        self.processes: set[tuple[int, str]] = set()  # (uid, command line) of those
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -43,11 +49,24 @@ class CommandLineSampler:
                 if pid.isdigit():
                     try:
                         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        uid = os.stat(f"/proc/{pid}").st_uid
                     except OSError:
                         continue
-                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
+                    line = raw.replace(b"\0", b" ").decode(errors="replace")
+                    self.seen.add(line)
+                    if self._ours(pid):
+                        self.processes.add((uid, line))
             self.samples += 1
             self._stop.wait(0.1)
+
+    def _ours(self, pid: str) -> bool:
+        """Other sessions run tests on this machine too: keep what our run started."""
+        try:
+            if self.ours in Path(f"/proc/{pid}/environ").read_bytes():
+                return True
+            return os.readlink(f"/proc/{pid}/cwd").startswith(self.lab_dir)
+        except OSError:
+            return False
 
     def __enter__(self) -> CommandLineSampler:
         self._thread.start()
@@ -68,7 +87,8 @@ def _password_lab(lab_factory, tmp_path) -> tuple[lab_module.Lab, Path]:
                 ).fetchone()
                 if exists:
                     conn.execute(f"ALTER ROLE {role} PASSWORD '{PASSWORD}'")
-        the_lab.cluster(name).require_passwords()
+            conn.execute("ALTER SYSTEM SET log_statement = 'all'")  # from now on, every statement
+        the_lab.cluster(name).require_passwords()  # and a reload
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:*:*:postgres:{PASSWORD}\n127.0.0.1:*:*:bucardo:{PASSWORD}\n")
     pgpass.chmod(0o600)
@@ -105,7 +125,8 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     )
     assert refused.returncode != 0 and "password" in refused.stderr
     archive = tmp_path / "runs"
-    with CommandLineSampler() as sampler:
+    ours = f"RUNBOOK_RUN_DIR={archive.absolute()}/"
+    with CommandLineSampler(ours, the_lab.server_dir) as sampler:
         result = subprocess.run(
             [
                 sys.executable,
@@ -130,10 +151,65 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     leaks = [line for line in sampler.seen if any(f in line for f in forms)]
     assert not leaks, f"password on a command line: {leaks}"
     files = [p for p in archive.rglob("*") if p.is_file()]
-    files += [p for p in (the_lab.root / "logs").rglob("*") if p.is_file()]
-    files += [p for p in (the_lab.root / "bucardo").rglob("*") if p.is_file()]
+    files += [p for p in the_lab.logs_dir.rglob("*") if p.is_file()]
+    files += [p for p in the_lab.bucardo_dir.rglob("*") if p.is_file()]
     assert any(p.name == "summary.json" for p in files)
+    bucardo_passfile = the_lab.bucardo_dir / "bucardo.pgpass"  # Bucardo's own, and only its
     for path in files:
         text = path.read_bytes().decode(errors="replace")
+        if path == bucardo_passfile:
+            assert (_owner(path), _mode(path)) == ("bucardo", 0o600)
+            continue
         assert not any(f in text for f in forms), f"password found in {path}"
     assert PASSWORD not in result.stdout + result.stderr
+    server = "control" if notebook == "bucardo_bootstrap" else "primary"
+    assert "statement: " in (the_lab.logs_dir / f"{server}.log").read_text()
+    assert_owner_only(archive, the_lab)
+    assert_no_root_daemon(sampler, notebook)
+
+
+def _owner(path: Path) -> str:
+    return pwd.getpwuid(path.lstat().st_uid).pw_name
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def assert_owner_only(archive: Path, the_lab: lab_module.Lab) -> None:
+    """The run archive sealed for its owner (0500/0400); the Bucardo run directory ours
+    (0711: files 0600 but the password-free rc file), its daemon directory Bucardo's."""
+    assert _mode(archive) == 0o700
+    for path in archive.rglob("*"):
+        assert _mode(path) == (0o500 if path.is_dir() else 0o400), path
+    rundir = the_lab.bucardo_dir
+    if not (rundir / "bucardorc").exists():
+        return
+    assert (_owner(rundir), _mode(rundir)) == ("root", 0o711)
+    for path in rundir.iterdir():
+        if path.name == "daemon":
+            assert (_owner(path), _mode(path)) == ("bucardo", 0o700)
+        elif path.name == "bucardorc":
+            assert (_owner(path), _mode(path)) == ("root", 0o644)
+        elif path.name != "bucardo.pgpass":
+            assert (_owner(path), _mode(path)) == ("root", 0o600), path
+    for path in (rundir / "daemon").iterdir():
+        assert _owner(path) == "bucardo" and not _mode(path) & 0o077, path
+
+
+DAEMONS = ("Bucardo", "/usr/bin/bucardo", "bin/postgres ", "postgres: ", "pg_basebackup")
+
+
+def assert_no_root_daemon(sampler: CommandLineSampler, notebook: str) -> None:
+    """Root starts programs only through runuser: no Bucardo, server or backup process of root."""
+    by_root = [
+        cmd
+        for uid, cmd in sampler.processes
+        if uid == 0 and not cmd.startswith("runuser") and any(d in cmd for d in DAEMONS)
+    ]
+    assert not by_root, f"run as root: {by_root}"
+    if notebook == "bucardo_bootstrap":
+        bucardo_uid = pwd.getpwnam("bucardo").pw_uid
+        mcp = [cmd for uid, cmd in sampler.processes if "Bucardo Master Control" in cmd]
+        assert mcp, "the daemon was never seen"
+        assert all(uid == bucardo_uid for uid, cmd in sampler.processes if "Bucardo Master" in cmd)

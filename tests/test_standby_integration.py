@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from runbook_lib import standby
+from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
 from runbook_lib.execute import run_notebook
@@ -153,7 +154,7 @@ def test_unwritable_archive_fails_the_proof_and_shows_in_status(lab_factory):
 def test_build_refuses_a_stale_trigger_file_in_pg_standby_mode(lab_factory):
     lab = lab_factory("ws-stale-trigger")
     cfg = standby.validate(**{**warm_standby_parameters(lab), "mode": "pg_standby"})
-    LOCAL.write_text(cfg.trigger_file, "")
+    LOCAL.write_text(cfg.trigger_file, "", owner=server_os_user())
     with pytest.raises(PreconditionError, match="trigger_file absent"):
         standby.preflight(cfg)
     with pytest.raises(PreconditionError, match="would promote at once"):

@@ -53,6 +53,7 @@ class BootstrapConfig:
     bucardo_port: int
     bucardo_dbname: str
     bucardo_rundir: Path
+    bucardo_os_user: str
     copy_roles: bool
     conflict_strategy: str
     sequence_strategy: str
@@ -121,6 +122,7 @@ def _problems(p: dict[str, Any]) -> list[str]:
         "dbgroup",
         "sync",
         "bucardo_dbname",
+        "bucardo_os_user",
     ):
         simple(name)
     if isinstance(p["sync"], str) and len(p["sync"]) > MAX_SYNC_NAME:
@@ -128,6 +130,10 @@ def _problems(p: dict[str, Any]) -> list[str]:
             f"sync={p['sync']!r}: at most {MAX_SYNC_NAME} characters (longer names make Bucardo "
             "name its triggers at random)"
         )
+    check(
+        p["bucardo_os_user"] != "root",
+        "bucardo_os_user='root': Bucardo never runs as root; name its own OS user (bucardo)",
+    )
     if p["here"] == p["there"]:
         problems.append(f"here and there must differ (both are {p['here']!r})")
     for name in ("pghost", "pghost2", "bucardo_host"):

@@ -1,20 +1,29 @@
 """The bucardo command-line program, always with our own rc file (never /etc/bucardorc, which
 holds a password and port 5432). Passwords for Bucardo's connections come from .pgpass or
-PGPASSFILE, never from the rc file or argv."""
+PGPASSFILE, never from the rc file or argv.
+
+As root, the CLI and its daemon run as the `bucardo` OS user (Debian's package creates it), never
+as root. The run directory stays ours (0711: the rc file, Bucardo's private password file, the
+schema dump); Bucardo writes its pid files and logs only in RUNDIR/daemon, which it owns."""
 
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Sequence
 from pathlib import Path
 
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.errors import CommandFailed, PreconditionError
 from runbook_lib.host import LOCAL, CommandResult
+from runbook_lib.passfile import PASSFILE_ENV, passfile_line, password_in_use, write_passfile
 from runbook_lib.waiting import wait_until
 
 PROGRAM_ENV = "BUCARDO_PROGRAM"
 RC_NAME = "bucardorc"
+PASSFILE_NAME = "bucardo.pgpass"
+DAEMON_DIRNAME = "daemon"
+OS_USER = "bucardo"
 MCP_PIDFILE = "bucardo.mcp.pid"
 COMMAND_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 60
@@ -29,13 +38,39 @@ def program() -> str | None:
     return LOCAL.which(name)
 
 
+def os_user(name: str = OS_USER) -> str | None:
+    """The OS user Bucardo runs as: `name` (bucardo_os_user) when we are root, else ourselves
+    (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise PreconditionError(
+            f"there is no OS user {name!r} (bucardo_os_user): Bucardo never runs as root; "
+            f"install Debian's bucardo package (it creates `bucardo`), `adduser --system --group "
+            f"{name}`, or name another user"
+        ) from None
+    return name
+
+
+def daemon_dir(rundir: Path) -> Path:
+    """Where Bucardo writes its pid files and logs (owned by its OS user)."""
+    return rundir / DAEMON_DIRNAME
+
+
 class BucardoCtl:
     """Runs `bucardo --bucardorc RUNDIR/bucardorc ...` for one bootstrap's control database."""
 
     def __init__(self, cfg: BootstrapConfig) -> None:
         self.cfg = cfg
         self.rundir = cfg.bucardo_rundir
+        self.daemondir = daemon_dir(cfg.bucardo_rundir)
         self.rcfile = cfg.bucardo_rundir / RC_NAME
+        self.passfile = cfg.bucardo_rundir / PASSFILE_NAME
+
+    def os_user(self) -> str | None:
+        return os_user(self.cfg.bucardo_os_user)
 
     def program(self) -> str:
         found = program()
@@ -47,37 +82,69 @@ class BucardoCtl:
         return found
 
     def write_rc(self) -> None:
+        """The rc file (no password: 0644 for Bucardo's user), the daemon directory (Bucardo's),
+        and Bucardo's own password file when our connections use passwords."""
         c = self.cfg
-        LOCAL.make_dir(self.rundir, mode=0o755)
+        LOCAL.make_dir(self.rundir, mode=0o711)
+        LOCAL.make_dir(self.daemondir, owner=self.os_user(), mode=0o700)
         text = (
             "# written by runbook_lib.bucardo: no password here (.pgpass / PGPASSFILE)\n"
             f"dbhost = {c.bucardo_host}\n"
             f"dbport = {c.bucardo_port}\n"
             f"dbname = {c.bucardo_dbname}\n"
             f"dbuser = {c.bucardouser}\n"
-            f"piddir = {self.rundir}\n"
-            f"logdest = {self.rundir}\n"
+            f"piddir = {self.daemondir}\n"
+            f"logdest = {self.daemondir}\n"
         )
-        LOCAL.write_text(self.rcfile, text, mode=0o600)
+        LOCAL.write_text(self.rcfile, text, mode=0o644)
+        self.write_passfile()
+
+    def write_passfile(self) -> None:
+        """RUNDIR/bucardo.pgpass, 0600 and Bucardo's: the passwords our libpq uses for the
+        control database and both masters (those Bucardo stores in bucardo.db anyway)."""
+        c = self.cfg
+        lines = []
+        for ep in (c.control_admin, *c.databases().values()):
+            password = password_in_use(ep.with_dbname("postgres"))
+            if password:
+                lines.append(passfile_line(ep, password))
+        if lines:
+            write_passfile(self.passfile, self.os_user(), lines)
+        else:
+            LOCAL.remove_file(self.passfile)
+
+    def env(self) -> dict[str, str]:
+        return {PASSFILE_ENV: str(self.passfile)} if LOCAL.exists(self.passfile) else {}
+
+    def program_argv(self, args: Sequence[str]) -> list[str]:
+        return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
 
     def argv(self, args: Sequence[str]) -> list[str]:
-        return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
+        """The command as it runs (as Bucardo's OS user): what dry-run plans show."""
+        return LOCAL.as_user(self.program_argv(args), self.os_user())
 
     def install_args(self) -> list[str]:
         c = self.cfg
         return ["install", "--batch", "--dbhost", c.bucardo_host, "--dbport", str(c.bucardo_port),
                 "--dbname", c.bucardo_dbname, "--dbuser", c.bucardouser,
-                "--piddir", str(self.rundir)]  # fmt: skip
+                "--piddir", str(self.daemondir)]  # fmt: skip
 
     def start_args(self, reason: str) -> list[str]:
-        return ["start", "--logdest", str(self.rundir), "--piddir", str(self.rundir), reason]
+        return ["start", "--logdest", str(self.daemondir), "--piddir", str(self.daemondir), reason]
 
     def run(
         self, args: Sequence[str], *, check: bool = True, timeout_s: float = COMMAND_TIMEOUT_S
     ) -> CommandResult:
         if not LOCAL.exists(self.rcfile):
             self.write_rc()
-        return LOCAL.run(self.argv(args), check=check, timeout_s=timeout_s, cwd=self.rundir)
+        return LOCAL.run(
+            self.program_argv(args),
+            user=self.os_user(),
+            env=self.env(),
+            check=check,
+            timeout_s=timeout_s,
+            cwd=self.daemondir,
+        )
 
     def install(self) -> None:
         self.write_rc()
@@ -88,7 +155,7 @@ class BucardoCtl:
     def mcp_pidfile(self) -> int | None:
         """The pid in the MCP's pid file, alive or not (None: no file)."""
         try:
-            return int(LOCAL.read_text(self.rundir / MCP_PIDFILE).split()[0])
+            return int(LOCAL.read_text(self.daemondir / MCP_PIDFILE).split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -101,7 +168,7 @@ class BucardoCtl:
         return _running(pid)
 
     def controller_running(self, sync: str) -> bool:
-        path = self.rundir / f"bucardo.ctl.sync.{sync}.pid"
+        path = self.daemondir / f"bucardo.ctl.sync.{sync}.pid"
         try:
             pid = int(LOCAL.read_text(path).split()[0])
         except (OSError, ValueError, IndexError):
@@ -120,12 +187,13 @@ class BucardoCtl:
         """A daemon killed with kill -9 leaves its pid file; `bucardo start` removes it only when
         the pid is gone, and refuses while it is an unreaped zombie (seen in containers)."""
         if self.mcp_pidfile() and not self.mcp_pid():
-            LOCAL.remove_file(self.rundir / MCP_PIDFILE)
+            LOCAL.remove_file(self.daemondir / MCP_PIDFILE)
 
     def wait_for_controller(self) -> None:
         wait_until(
             lambda: self.controller_running(self.cfg.sync),
-            what=f"Bucardo's controller for sync {self.cfg.sync} (log: {self.rundir}/log.bucardo)",
+            what=f"Bucardo's controller for sync {self.cfg.sync} "
+            f"(log: {self.daemondir}/log.bucardo)",
             timeout_s=START_TIMEOUT_S,
             interval_s=0.3,
         )
@@ -135,7 +203,7 @@ class BucardoCtl:
         pid = self.mcp_pid()
         if not pid:
             return
-        self.run(["stop", "--piddir", str(self.rundir)])
+        self.run(["stop", "--piddir", str(self.daemondir)])
         wait_until(
             lambda: not _running(pid),
             what=f"Bucardo MCP pid {pid} to exit",

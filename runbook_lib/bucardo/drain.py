@@ -89,8 +89,9 @@ def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
         )
     if not _daemon_running(bucardo):
         raise PreconditionError(
-            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}; see "
-            f"{cfg.bucardo_rundir}/log.bucardo); re-run the Bucardo objects step, which starts it"
+            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}/daemon; see "
+            f"{cfg.bucardo_rundir}/daemon/log.bucardo); re-run the Bucardo objects step, which "
+            "starts it"
         )
 
 
@@ -113,9 +114,9 @@ def daemon_gone_message(cfg: BootstrapConfig, pid: int | None, waited_s: float) 
     what = f"the Bucardo daemon (MCP pid {pid})" if pid else "the Bucardo daemon"
     return (
         f"{what} is no longer running ({waited_s:.0f} s into the wait; see "
-        f"{cfg.bucardo_rundir}/log.bucardo for why). Nothing is lost: changes stay in the delta "
-        "queue until it runs again. Re-run the Bucardo objects step (3), which starts the daemon, "
-        "then re-run this step; waiting longer would not help"
+        f"{cfg.bucardo_rundir}/daemon/log.bucardo for why). Nothing is lost: changes stay in the "
+        "delta queue until it runs again. Re-run the Bucardo objects step (3), which starts the "
+        "daemon, then re-run this step; waiting longer would not help"
     )
 
 
@@ -286,8 +287,8 @@ def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
             "it, then this step"
         )
         raise WaitTimeout(
-            f"sync {cfg.sync} to replicate its backlog (see {cfg.bucardo_rundir}/log.bucardo; "
-            f"{hint})",
+            f"sync {cfg.sync} to replicate its backlog "
+            f"(see {cfg.bucardo_rundir}/daemon/log.bucardo; {hint})",
             exc.timeout_s,
             exc.last_observed,
         ) from exc

@@ -10,12 +10,13 @@ import pandas as pd
 
 from runbook_lib.bucardo import catalog, queue, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
-from runbook_lib.bucardo.ctl import BucardoCtl
+from runbook_lib.bucardo.ctl import BucardoCtl, daemon_dir
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import select_tables
 from runbook_lib.connection import connect
 from runbook_lib.errors import PartiallyApplied, PreconditionError
 from runbook_lib.host import display_command
+from runbook_lib.passfile import password_in_use
 
 MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
 
@@ -34,7 +35,7 @@ CONFIG_SETTINGS_SQL = (
 
 def control_settings(cfg: BootstrapConfig) -> dict[str, str]:
     """Bucardo's files go to the run directory (the Debian defaults need /var/log/bucardo)."""
-    rundir = cfg.bucardo_rundir
+    rundir = daemon_dir(cfg.bucardo_rundir)
     return {
         "piddir": str(rundir),
         "reason_file": str(rundir / "restart.reason"),
@@ -69,21 +70,27 @@ def ensure_control_database(cfg: BootstrapConfig, bucardo: BucardoCtl) -> bool:
 
 
 DBPASS_SQL = "UPDATE bucardo.db SET dbpass = %s WHERE name = %s AND dbpass IS DISTINCT FROM %s"
+# the bound value would be written to the control server's log with log_statement = mod or all
+QUIET_SQL = "SET LOCAL log_statement = 'none'"
 
 
 def share_passwords(cfg: BootstrapConfig) -> list[str]:
     """Bucardo's control server logs in to both masters itself (its plperlu validation and the
     daemon through bucardo.db_getconn), so it needs the password libpq uses for pgsuperuser
     there, when one is used (PGPASSWORD, the password file or a service file). It is stored in
-    bucardo.db as `bucardo add db pass=...` would, but through a bound parameter: never on a
+    bucardo.db as `bucardo add db pass=...` would, but through a bound parameter, in a
+    transaction that turns statement logging off (the bucardo role is a superuser): never on a
     command line, in a log or in the notebook."""
     stored = []
     with connect(cfg.control) as control:
         for name, ep in cfg.databases().items():
-            with connect(ep) as conn:
-                password = conn.info.password if conn.pgconn.used_password else None
-            if password and control.execute(DBPASS_SQL, [password, name, password]).rowcount:
-                stored.append(name)
+            password = password_in_use(ep)
+            if not password:
+                continue
+            with control.transaction():
+                control.execute(QUIET_SQL)
+                if control.execute(DBPASS_SQL, [password, name, password]).rowcount:
+                    stored.append(name)
     return stored
 
 
@@ -298,7 +305,7 @@ def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: li
             done,
             f"Bucardo's objects are incomplete after adding them: tables missing "
             f"{sorted(missing)}, dbgroup {state['dbgroup']}, sync {state['sync']}; see "
-            f"{cfg.bucardo_rundir}/log.bucardo",
+            f"{cfg.bucardo_rundir}/daemon/log.bucardo",
         )
     for name, ep in cfg.databases().items():
         with connect(ep) as conn:
@@ -308,5 +315,5 @@ def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: li
                 "the Bucardo objects step",
                 done,
                 f"change capture is not installed on {name} for {sorted(not_captured)}; see "
-                f"{cfg.bucardo_rundir}/log.bucardo",
+                f"{cfg.bucardo_rundir}/daemon/log.bucardo",
             )

@@ -95,11 +95,14 @@ def source_database_info(cfg: BootstrapConfig) -> dict:
 
 
 def dump_schema(cfg: BootstrapConfig) -> Path:
-    """pg_dump --schema-only -Fc of the source (without schema bucardo) into the run directory."""
-    LOCAL.make_dir(cfg.bucardo_rundir, mode=0o755)
+    """pg_dump --schema-only -Fc of the source (without schema bucardo) into the run directory
+    (ours, 0711), readable by us only."""
+    LOCAL.make_dir(cfg.bucardo_rundir, mode=0o711)
     path = dump_path(cfg)
     tmp = path.with_name(path.name + ".partial")
+    LOCAL.remove_file(tmp)
     LOCAL.run(dump_argv(tmp), env=libpq_env(cfg.source))
+    tmp.chmod(0o600)  # pg_dump created it (in our directory) with the umask's mode
     tmp.replace(path)
     return path
 

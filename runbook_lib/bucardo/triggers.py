@@ -174,7 +174,7 @@ def install_capture(cfg: BootstrapConfig, ep: Endpoint, tables: list[str]) -> li
                     f"switching on change capture on {ep}",
                     [f"capture on for {t}" for t in done],
                     f"Bucardo made no delta table for {table} (bucardo.bucardo_delta_names has "
-                    f"no row for sync {cfg.sync}); see {cfg.bucardo_rundir}/log.bucardo",
+                    f"no row for sync {cfg.sync}); see {cfg.bucardo_rundir}/daemon/log.bucardo",
                 )
             statements = TriggerSQL(table, cfg.sync).capture(functions[table], replace=replace)
             if not replace:  # PostgreSQL 13 and older: drop and create in one transaction

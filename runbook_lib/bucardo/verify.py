@@ -263,7 +263,7 @@ def _raise_unless_identical(cfg, table: pd.DataFrame, keys: pd.DataFrame, again,
             f"verify_timeout_s={cfg.verify_timeout_s:g} s: {still}. They changed in every round "
             f"(Bucardo now: {state!r}). Nothing is known to be lost: re-run this step (when the "
             "load is lower, or with a larger verify_timeout_s); if the sync is failing, see "
-            f"{cfg.bucardo_rundir}/log.bucardo ({detail})"
+            f"{cfg.bucardo_rundir}/daemon/log.bucardo ({detail})"
         )
 
 
@@ -314,7 +314,7 @@ def both_directions(cfg: BootstrapConfig) -> StepResult:
             except Exception as exc:
                 raise PreconditionError(
                     f"a row written on {name} did not reach {other_name} within "
-                    f"{MARKER_TIMEOUT_S} s; see {cfg.bucardo_rundir}/log.bucardo"
+                    f"{MARKER_TIMEOUT_S} s; see {cfg.bucardo_rundir}/daemon/log.bucardo"
                 ) from exc
         rows.append(
             {

@@ -15,7 +15,7 @@ EXAMPLE = """examples:
       --tables public.orders,'public."OrderLines"' --portable
 
 Connection strings, URIs or service names (pg_service.conf); passwords come from libpq's usual
-sources (PGPASSWORD, ~/.pgpass, the service file) and are never printed.
+sources (PGPASSWORD, ~/.pgpass, the service file): one on the command line is refused.
 exit status: 0 identical, 1 different, 2 error"""
 
 
@@ -55,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
 
     from runbook_lib.compare import compare_databases, endpoint_from_conninfo
     from runbook_lib.errors import RunbookError
+    from runbook_lib.params import secret_refusal
+    from runbook_lib.redaction import redact
 
+    for name, conninfo in (("CONNINFO_A", args.conninfo_a), ("CONNINFO_B", args.conninfo_b)):
+        if redact(conninfo) != conninfo:
+            print(f"runbook compare: error: {secret_refusal(name)}", file=sys.stderr)
+            return 2
     try:
         a = endpoint_from_conninfo(args.conninfo_a)
         b = endpoint_from_conninfo(args.conninfo_b)

@@ -4,24 +4,36 @@ Servers: `here` (the source, holding the sample database), `there` (empty: the b
 target), `control` (Bucardo's control database, with plperl and the `bucardo` superuser role) and
 `primary` (a second sample server, the warm standby runbook's primary). The warm standby's
 archive directory and the room for its data directory belong to the lab too.
+
+The servers' files (data directories, logs, WAL archive, Bucardo's run directory) need a place
+the `postgres` and `bucardo` OS users can reach: DIR itself when they can, else a directory of
+ours under /var/tmp (a clone in root's home, mode 0700). DIR keeps the operator's files:
+lab.json, the parameter files, the workload ledgers and `.pgpass` (0600) with the servers'
+generated password: the lab's servers ask for it (scram-sha-256), they trust nobody.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pwd
+import secrets
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from psycopg import sql
 
 from runbook_lib.cluster import LocalCluster, server_os_user
-from runbook_lib.connection import Endpoint, connect
-from runbook_lib.errors import PreconditionError
+from runbook_lib.compare.conninfo import ConninfoEndpoint
+from runbook_lib.connection import connect
+from runbook_lib.errors import PreconditionError, WaitTimeout
 from runbook_lib.host import LOCAL
 from runbook_lib.lab import sample_data
-from runbook_lib.ports import free_ports, port_is_free
+from runbook_lib.passfile import passfile_line
+from runbook_lib.ports import LOOPBACK, free_ports, port_is_free
 from runbook_lib.waiting import wait_until
 
 DEFAULT_LAB_DIR = Path(".lab")
@@ -29,7 +41,11 @@ SERVER_NAMES = ("here", "there", "control", "primary")
 SERVERS_WITH_SAMPLE = ("here", "primary")
 FIRST_PORT = 55432
 STATE_FILE = "lab.json"
+PASSFILE = ".pgpass"
 BUCARDO_ROLE = "bucardo"
+SUPERUSER = "postgres"
+BUCARDO_OS_USER = "bucardo"
+SERVER_DIR_PARENT = Path("/var/tmp")
 
 
 @dataclass
@@ -40,18 +56,31 @@ class Lab:
     ports: dict[str, int]
     standby_port: int
     scale: int
+    server_dir: Path | None = None  # where the servers' files live; None: root itself
+
+    def __post_init__(self) -> None:
+        if self.server_dir is None:
+            self.server_dir = self.root
+
+    @property
+    def passfile(self) -> Path:
+        return self.root / PASSFILE
 
     @property
     def archive_dir(self) -> Path:
-        return self.root / "archive"
+        return self.server_dir / "archive"
 
     @property
     def standby_datadir(self) -> Path:
-        return self.root / "standby" / "data"
+        return self.server_dir / "standby" / "data"
 
     @property
     def bucardo_dir(self) -> Path:
-        return self.root / "bucardo"
+        return self.server_dir / "bucardo"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.server_dir / "logs"
 
     @property
     def parameters_dir(self) -> Path:
@@ -66,17 +95,46 @@ class Lab:
             raise PreconditionError(f"the lab has no server {name!r}; it has {sorted(self.ports)}")
         return LocalCluster(
             name=name,
-            datadir=self.root / name,
+            datadir=self.server_dir / name,
             port=self.ports[name],
-            logfile=self.root / "logs" / f"{name}.log",
+            logfile=self.logs_dir / f"{name}.log",
         )
 
-    def endpoint(self, name: str, dbname: str = "postgres") -> Endpoint:
-        return self.cluster(name).endpoint(dbname)
+    def standby_cluster(self) -> LocalCluster:
+        return LocalCluster(
+            "standby", self.standby_datadir, self.standby_port, self.logs_dir / "standby.log"
+        )
 
-    def save(self) -> None:
-        state = {"ports": self.ports, "standby_port": self.standby_port, "scale": self.scale}
+    def endpoint(self, name: str, dbname: str = "postgres") -> ConninfoEndpoint:
+        """A lab server's endpoint; its password comes from the lab's .pgpass."""
+        port = self.standby_port if name == "standby" else self.cluster(name).port
+        params = {"host": LOOPBACK, "port": str(port), "dbname": dbname, "user": SUPERUSER}
+        params["passfile"] = str(self.passfile)
+        return ConninfoEndpoint(
+            LOOPBACK, port, dbname, SUPERUSER, {}, tuple(sorted(params.items()))
+        )
+
+    def password(self) -> str:
+        line = self.passfile.read_text().splitlines()[0]
+        return line.rsplit(":", 1)[1]
+
+    def save(self, password: str | None = None) -> None:
+        """lab.json, and .pgpass (0600) for every server of the lab as postgres and bucardo."""
+        state = {
+            "ports": self.ports,
+            "standby_port": self.standby_port,
+            "scale": self.scale,
+            "server_dir": str(self.server_dir),
+        }
         LOCAL.write_text(self.root / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        password = password or self.password()
+        ports = [*self.ports.values(), self.standby_port]
+        lines = [
+            passfile_line(ConninfoEndpoint(LOOPBACK, port, "*", user), password)
+            for port in ports
+            for user in (SUPERUSER, BUCARDO_ROLE)
+        ]
+        LOCAL.write_text(self.passfile, "".join(lines), mode=0o600)
 
     @classmethod
     def load(cls, root: Path) -> Lab:
@@ -86,7 +144,9 @@ class Lab:
                 f"no lab in {root} (no {STATE_FILE}); run: runbook lab up --dir {root}"
             )
         state = json.loads(path.read_text())
-        return cls(root.absolute(), state["ports"], state["standby_port"], state["scale"])
+        root = root.absolute()
+        server_dir = Path(state.get("server_dir", root))
+        return cls(root, state["ports"], state["standby_port"], state["scale"], server_dir)
 
 
 def _allocate_ports(first_port: int) -> tuple[dict[str, int], int]:
@@ -106,9 +166,7 @@ def _reclaim_port(lab: Lab, name: str) -> None:
 
 
 def _ensure_standby_port_free(lab: Lab) -> None:
-    standby = LocalCluster(
-        "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
-    )
+    standby = lab.standby_cluster()
     if standby.is_running() or port_is_free(lab.standby_port):
         return
     used = set(lab.ports.values()) | {lab.standby_port}
@@ -121,29 +179,80 @@ def _prepare_control(lab: Lab) -> None:
             "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", [BUCARDO_ROLE]
         ).fetchone()
         if not exists:
-            conn.execute(f"CREATE ROLE {BUCARDO_ROLE} LOGIN SUPERUSER")
+            conn.execute("SET log_statement = 'none'")  # the password is in the statement
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                    sql.Identifier(BUCARDO_ROLE), sql.Literal(lab.password())
+                )
+            )
+
+
+def _os_users() -> list[str]:
+    """The OS users that must reach the servers' files: postgres, and bucardo when it exists."""
+    users = [u for u in (server_os_user(), BUCARDO_OS_USER) if u]
+    return [u for u in users if _user_exists(u)] if os.geteuid() == 0 else []
+
+
+def _user_exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def _reachable(path: Path) -> bool:
+    """Whether every server OS user can traverse path (a clone in root's home: no)."""
+    return all(
+        LOCAL.run(["test", "-x", str(path)], user=u, check=False).returncode == 0
+        for u in _os_users()
+    )
+
+
+def choose_server_dir(root: Path) -> Path:
+    """DIR when the servers' OS users reach it, else /var/tmp/pg-runbooks-UID-HASH: created here
+    (0711) or, when it exists, only if it is a real directory of ours."""
+    if _reachable(root):
+        return root
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    path = SERVER_DIR_PARENT / f"pg-runbooks-{os.geteuid()}-{digest}"
+    LOCAL.make_dir(path, mode=0o711)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.geteuid():
+        raise PreconditionError(
+            f"{path} exists but is not a directory of ours: remove it, then run lab up again"
+        )
+    return path
+
+
+def _server_dirs(lab: Lab) -> None:
+    owner = server_os_user()
+    for sub in ("archive", "standby", "logs"):
+        LOCAL.make_dir(lab.server_dir / sub, owner=owner, mode=0o700)
+    LOCAL.make_dir(lab.bucardo_dir, mode=0o711)  # Bucardo's run directory: see bucardo.ctl
 
 
 def up(root: Path = DEFAULT_LAB_DIR, *, scale: int = 1, first_port: int = FIRST_PORT) -> Lab:
     """Create (when new) and start every server of the lab; harmless when already up."""
     root = root.absolute()
-    LOCAL.make_dir(root, mode=0o755)
+    LOCAL.make_dir(root, mode=0o711)
+    password = None
     try:
         lab = Lab.load(root)
     except PreconditionError:
         ports, standby_port = _allocate_ports(first_port)
-        lab = Lab(root, ports, standby_port, scale)
-    owner = server_os_user()
-    for sub in ("archive", "standby", "bucardo"):
-        LOCAL.make_dir(root / sub, owner=owner, mode=0o755 if sub != "archive" else 0o700)
-    for sub in ("logs", "parameters", "workload"):
-        LOCAL.make_dir(root / sub, mode=0o755)
+        lab = Lab(root, ports, standby_port, scale, choose_server_dir(root))
+        password = secrets.token_urlsafe(18)
+    _server_dirs(lab)
+    for sub in ("parameters", "workload"):
+        LOCAL.make_dir(root / sub, mode=0o700)
+    lab.save(password)
     for name in SERVER_NAMES:
         cluster = lab.cluster(name)
         if cluster.initialized():
             _reclaim_port(lab, name)
         else:
-            cluster.init()
+            cluster.init(password=lab.password())
         lab.save()
         lab.cluster(name).start()
     _ensure_standby_port_free(lab)
@@ -161,11 +270,7 @@ def status(root: Path = DEFAULT_LAB_DIR) -> pd.DataFrame:
     """One row per server: name, port, pid, up or down, data directory."""
     lab = Lab.load(root.absolute())
     clusters = [lab.cluster(n) for n in SERVER_NAMES]
-    clusters.append(
-        LocalCluster(
-            "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
-        )
-    )
+    clusters.append(lab.standby_cluster())
     rows = []
     for c in clusters:
         pid = c.pid() if c.initialized() else None
@@ -178,7 +283,7 @@ def status(root: Path = DEFAULT_LAB_DIR) -> pd.DataFrame:
                 "datadir": str(c.datadir),
             }
         )
-    for pidfile in sorted(lab.bucardo_dir.glob("*.pid")):
+    for pidfile in sorted((lab.bucardo_dir / "daemon").glob("*.pid")):
         pid = _read_pid(pidfile)
         rows.append(
             {
@@ -199,9 +304,26 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
+def _bucardo_pids(lab: Lab) -> list[int]:
+    """Live Bucardo processes of the lab: pids from its daemon directory, kept only when the
+    process belongs to Bucardo's OS user (or us): a pid file is no licence to signal anything."""
+    as_root = os.geteuid() == 0 and _user_exists(BUCARDO_OS_USER)
+    allowed = pwd.getpwnam(BUCARDO_OS_USER).pw_uid if as_root else os.geteuid()
+    pids = []
+    for pidfile in sorted((lab.bucardo_dir / "daemon").glob("*.pid")):
+        pid = _read_pid(pidfile)
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid if pid else None
+        except OSError:
+            continue
+        if owner == allowed:
+            pids.append(pid)
+    return pids
+
+
 def _stop_bucardo(lab: Lab) -> None:
     """Stop Bucardo processes the lab's runs started: their pid files live in DIR/bucardo."""
-    pids = [p for f in lab.bucardo_dir.glob("*.pid") if (p := _read_pid(f))]
+    pids = _bucardo_pids(lab)
     for pid in pids:
         if LOCAL.pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -212,7 +334,7 @@ def _stop_bucardo(lab: Lab) -> None:
                 what=f"bucardo pid {pid} to exit",
                 timeout_s=15,
             )
-        except Exception:
+        except WaitTimeout:
             if LOCAL.pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -227,11 +349,10 @@ def down(root: Path = DEFAULT_LAB_DIR, *, purge: bool = False) -> None:
             LOCAL.remove_tree(root)
         return
     _stop_bucardo(lab)
-    standby = LocalCluster(
-        "standby", lab.standby_datadir, lab.standby_port, lab.root / "logs" / "standby.log"
-    )
-    for cluster in [standby, *(lab.cluster(n) for n in SERVER_NAMES)]:
+    for cluster in [lab.standby_cluster(), *(lab.cluster(n) for n in SERVER_NAMES)]:
         if cluster.initialized():
             cluster.stop(mode="immediate" if purge else "fast")
     if purge:
+        if lab.server_dir != lab.root and lab.server_dir.exists():
+            LOCAL.remove_tree(lab.server_dir)
         LOCAL.remove_tree(root)

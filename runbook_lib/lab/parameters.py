@@ -35,6 +35,7 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
         "bucardo_port": lab.ports["control"],
         "bucardo_dbname": "bucardo",
         "bucardo_rundir": str(lab.bucardo_dir),
+        "bucardo_os_user": "bucardo",
         "copy_roles": False,
         "conflict_strategy": "",
         "sequence_strategy": "interleave",
@@ -88,6 +89,9 @@ def write_parameter_files(lab: Lab) -> None:
     for name, params in files.items():
         header = (
             f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
+            f"# Their files (data, logs, WAL archive, Bucardo's run directory): {lab.server_dir}\n"
+            "# They ask for a password (scram-sha-256), kept in the lab's password file:\n"
+            f"#   export PGPASSFILE={lab.passfile}\n"
         )
         LOCAL.write_text(
             lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False)

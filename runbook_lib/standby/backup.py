@@ -15,6 +15,7 @@ from runbook_lib.connection import connect
 from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
+from runbook_lib.passfile import passfile_env
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.tools import (
     archive_cleanup_command,
@@ -119,23 +120,24 @@ def base_backup_argv(cfg: StandbyConfig) -> list[str]:
 
 
 def base_backup(cfg: StandbyConfig) -> None:
-    """pg_basebackup from the primary into standby_datadir, then hand it to the server's OS user.
-
-    It runs as the operator, whose libpq credentials (.pgpass, service file) it needs; only the
-    server itself runs as `postgres`.
-    """
-    cfg.standby_os_host.run(
-        base_backup_argv(cfg), env=cfg.primary().libpq_env(), timeout_s=BACKUP_TIMEOUT_S
-    )
-    if owner := server_os_user():
-        cfg.standby_os_host.chown(cfg.standby_datadir, owner, recursive=True)
+    """pg_basebackup from the primary into standby_datadir, run as the server's OS user (the
+    files are its own from the start: no chown -R). Our libpq password for the primary, when
+    one is used, reaches it through a private password file only that user reads."""
+    user = server_os_user()
+    with passfile_env(cfg.primary(), user, cfg.standby_os_host) as env:
+        cfg.standby_os_host.run(
+            base_backup_argv(cfg),
+            user=user,
+            env={**cfg.primary().libpq_env(), **env},
+            timeout_s=BACKUP_TIMEOUT_S,
+        )
 
 
 def write_recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
     host, datadir = cfg.standby_os_host, PurePosixPath(cfg.standby_datadir)
     settings = recovery_settings(cfg)
     auto = datadir / AUTO_CONF
-    current = host.read_text(auto) if host.exists(auto) else ""
+    current = host.read_text(auto, user=server_os_user()) if host.exists(auto) else ""
     host.write_text(auto, merged_auto_conf(current, settings), owner=server_os_user(), mode=0o600)
     other = [s for m, s in SIGNALS.items() if m != cfg.mode]
     for name in other:
@@ -224,7 +226,8 @@ def plan_build(cfg: StandbyConfig) -> list[str]:
             )
         env = " ".join(f"{k}={v}" for k, v in cfg.primary().libpq_env().items())
         actions.append(
-            f"{display_command(host.as_user(base_backup_argv(cfg), user))}   (libpq: {env})"
+            f"{display_command(host.as_user(base_backup_argv(cfg), user))}   (libpq: {env}; "
+            "our password for the primary, if one is used, in a private PGPASSFILE)"
         )
     else:
         actions.append(f"{cfg.standby_datadir} already holds a base backup: no pg_basebackup")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from runbook_lib import pgbin, wal_archive, wal_restore
+from runbook_lib.cluster import server_os_user
 from runbook_lib.errors import PreconditionError
 from runbook_lib.host import LocalHost, display_command
 from runbook_lib.standby.config import ARCHIVE_SCRIPT, RESTORE_SCRIPT, StandbyConfig
@@ -96,20 +97,24 @@ def _check_python(host: LocalHost, python: str) -> None:
 
 
 def _stale(host: LocalHost, file: ToolFile) -> bool:
-    return not host.exists(file.path) or host.read_text(file.path) != file.text
+    if not host.exists(file.path):
+        return True
+    return host.read_text(file.path, user=server_os_user()) != file.text
 
 
 def install_tools(host: LocalHost, directory: PurePosixPath, python: str) -> InstalledTools:
-    """Install both commands into directory (world-readable, launchers 0755), precompiled by
-    `python`, the interpreter the server runs them with; unchanged files stay."""
+    """Install both commands into directory (owned by the server's OS user, who alone runs
+    them; launchers 0755), precompiled by `python`, the interpreter the server runs them with,
+    as that user; unchanged files stay."""
     _check_python(host, python)
-    host.make_dir(directory, mode=0o755)
+    owner = server_os_user()
+    host.make_dir(directory, owner=owner, mode=0o755)
     changed = []
     for file in tool_files(directory, python):
         if _stale(host, file):
-            host.write_text(file.path, file.text, mode=file.mode)
+            host.write_text(file.path, file.text, owner=owner, mode=file.mode)
             changed.append(file.path.name)
-    host.run(compile_argv(python, directory))
+    host.run(compile_argv(python, directory), user=owner)
     return InstalledTools(directory, changed)
 
 
@@ -117,13 +122,19 @@ def install_tools_plan(host: LocalHost, directory: PurePosixPath, python: str) -
     """What install_tools would do, read-only: the directory, each file it would (re)write, and
     the compile command."""
     _check_python(host, python)
-    actions = [] if host.exists(directory) else [f"create directory {directory} (mode 0755)"]
+    owner = server_os_user() or "this OS user"
+    actions = (
+        []
+        if host.exists(directory)
+        else [f"create directory {directory} (owner {owner}, mode 0755)"]
+    )
     for file in tool_files(directory, python):
         if _stale(host, file):
             actions.append(
-                f"write {file.path} (mode {file.mode:04o}, {len(file.text)} bytes): {file.summary}"
+                f"write {file.path} (owner {owner}, mode {file.mode:04o}, {len(file.text)} "
+                f"bytes): {file.summary}"
             )
-    actions.append(display_command(compile_argv(python, directory)))
+    actions.append(display_command(host.as_user(compile_argv(python, directory), server_os_user())))
     return actions
 
 
