@@ -55,3 +55,47 @@ def figure_image(figure: Any) -> Any:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return Image(data=buffer.getvalue(), format="png")
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """What a step cell shows until its step runs: why it waits, or that it runs."""
+
+    title: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"{self.title}: {self.reason}"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div style='color:#555'><b>{html.escape(self.title)}</b>: "
+            f"<i>{html.escape(self.reason)}</i></div>"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFailure:
+    """A step that failed when started from the step panel, shown in its cell: an expected stop
+    (RunbookError) as its message, anything else with its traceback."""
+
+    title: str
+    error: BaseException
+    traceback: str
+
+    def expected(self) -> bool:
+        from runbook_lib.errors import RunbookError
+
+        return isinstance(self.error, RunbookError)
+
+    def __repr__(self) -> str:
+        detail = "" if self.expected() else f"\n{self.traceback}"
+        return f"{self.title} failed: {type(self.error).__name__}: {self.error}{detail}"
+
+    def _repr_html_(self) -> str:
+        detail = "" if self.expected() else f"<pre>{html.escape(self.traceback)}</pre>"
+        return (
+            "<div style='border-left:4px solid #c62828;padding:4px 8px'>"
+            f"<b>{html.escape(self.title)} failed</b>: {html.escape(type(self.error).__name__)}: "
+            f"{html.escape(str(self.error))}{detail}</div>"
+        )
