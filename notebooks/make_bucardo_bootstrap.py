@@ -60,8 +60,11 @@ CELLS = [
     (
         "md",
         "## Steps\nEvery step below is one `runbook.run(...)` call; the panel shows each step's "
-        "state and duration. In JupyterLab (`interactive`) a step that changes a server runs "
-        "only once confirmed in the panel. With `dry_run` the read-only steps (1, 7) run and "
+        "state and duration. In JupyterLab, in a run started with `runbook open`: run all "
+        "cells first (read-only steps run; a step that changes a server waits in its cell), "
+        "then run each step with the panel's button, ticking the confirmation for a step that "
+        "changes servers (or tick it and re-run the step's cell); the result lands in the "
+        "step's own cell. With `dry_run` the read-only steps (1, 7) run and "
         "the changing ones show the exact commands and SQL they would run instead; nothing is "
         "changed.",
     ),

@@ -35,6 +35,7 @@ DEFAULT_ARCHIVE = Path("runs")
 HEADLESS_PARAMETER = "interactive"  # a papermill run never waits for a click
 NOT_STEPS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
 SUCCEEDED, FAILED, INTERRUPTED, RUNNING = "succeeded", "failed", "interrupted", "running"
+HEADLESS = "headless"
 
 
 class RunFailed(RunbookError):
@@ -171,7 +172,7 @@ def _write_html(notebook_path: Path, html_path: Path) -> None:
     html_path.write_text(body)
 
 
-def _seal(run_dir: Path) -> None:
+def seal(run_dir: Path) -> None:
     """Make the archived run read-only."""
     for path in sorted(run_dir.rglob("*"), reverse=True):
         path.chmod(0o555 if path.is_dir() else 0o444)
@@ -203,11 +204,69 @@ def _kernel_env(run_dir: Path):
             os.environ[record.RUN_DIR_ENV] = old
 
 
+def new_summary(source: Path, run_dir: Path, parameters: dict[str, Any], started: datetime):
+    """The summary.json a run starts with: what runs, with which parameters, by whom, where."""
+    summary: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "notebook": source.stem,
+        "notebook_path": str(source),
+        "notebook_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "parameters": parameters,
+        "started_at": started.isoformat(),
+        "status": RUNNING,
+        "mode": HEADLESS,
+        "host": socket.gethostname(),
+        "os_user": getpass.getuser(),
+        "command": redact(" ".join(sys.argv)),
+        "git_commit": _git_commit(),
+    }
+    write_summary(run_dir, summary)
+    return summary
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def finish_summary(
+    run_dir: Path, source: Path, summary: dict[str, Any], status: str, error: dict | None
+) -> None:
+    """Complete summary.json (status, steps, cells, versions, results) and write notebook.html
+    from the run's notebook as it is now."""
+    import nbformat
+
+    output = run_dir / "notebook.ipynb"
+    ended = datetime.now(UTC)
+    cells = _cell_steps(nbformat.read(output, as_version=4)) if output.exists() else []
+    steps_file = run_dir / "steps.json"
+    steps = json.loads(steps_file.read_text()) if steps_file.exists() else cells
+    if error is not None and "step" not in error:
+        failed = next((c for c in cells if c["cell"] == error["cell"]), None) or _failed_cell(cells)
+        error["step"] = failed["title"] if failed else f"cell {error['cell']}"
+    started = datetime.fromisoformat(summary["started_at"])
+    summary.update(
+        {
+            "ended_at": ended.isoformat(),
+            "duration_s": round((ended - started).total_seconds(), 3),
+            "status": status,
+            "failed_step": error,
+            "steps": steps,
+            "cells": cells,
+            "versions": _versions(source, run_dir),
+            "results": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "results").glob("*"))
+            if (run_dir / "results").exists()
+            else [],
+        }
+    )
+    if output.exists():
+        _write_html(output, run_dir / "notebook.html")
+    write_summary(run_dir, summary)
+
+
 def run_notebook(
     notebook: str, parameters: dict[str, Any], *, archive: Path = DEFAULT_ARCHIVE
 ) -> RunResult:
     """Check parameters, run the notebook, archive everything; raise RunFailed on a failing step."""
-    import nbformat
     import papermill
 
     source = resolve_notebook(notebook)
@@ -217,20 +276,7 @@ def run_notebook(
     started = datetime.now(UTC)
     run_dir = new_run_directory(archive, source, started)
     output = run_dir / "notebook.ipynb"
-    summary: dict[str, Any] = {
-        "run_id": run_dir.name,
-        "notebook": source.stem,
-        "notebook_path": str(source),
-        "notebook_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
-        "parameters": parameters,
-        "started_at": started.isoformat(),
-        "status": RUNNING,
-        "host": socket.gethostname(),
-        "os_user": getpass.getuser(),
-        "command": redact(" ".join(sys.argv)),
-        "git_commit": _git_commit(),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary = new_summary(source, run_dir, parameters, started)
     error: dict[str, Any] | None = None
     try:
         with _kernel_env(run_dir), _sigterm_as_interrupt():
@@ -248,31 +294,8 @@ def run_notebook(
         error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": redact(str(exc.evalue))}
     except KeyboardInterrupt:
         status = INTERRUPTED
-    ended = datetime.now(UTC)
-    cells = _cell_steps(nbformat.read(output, as_version=4)) if output.exists() else []
-    steps_file = run_dir / "steps.json"
-    steps = json.loads(steps_file.read_text()) if steps_file.exists() else cells
-    if error is not None:
-        failed = next((c for c in cells if c["cell"] == error["cell"]), None) or _failed_cell(cells)
-        error["step"] = failed["title"] if failed else f"cell {error['cell']}"
-    summary.update(
-        {
-            "ended_at": ended.isoformat(),
-            "duration_s": round((ended - started).total_seconds(), 3),
-            "status": status,
-            "failed_step": error,
-            "steps": steps,
-            "cells": cells,
-            "versions": _versions(source, run_dir),
-            "results": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "results").glob("*"))
-            if (run_dir / "results").exists()
-            else [],
-        }
-    )
-    if output.exists():
-        _write_html(output, run_dir / "notebook.html")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _seal(run_dir)
+    finish_summary(run_dir, source, summary, status, error)
+    seal(run_dir)
     if status == FAILED:
         raise RunFailed(output, error["step"], error["ename"], error["evalue"])
     if status == INTERRUPTED:

@@ -1,5 +1,6 @@
 """Side records of a run: step states, structured results and server versions, written into the
-run directory that `runbook run` names in RUNBOOK_RUN_DIR (nothing is written without it)."""
+run directory: the one `runbook run` names in RUNBOOK_RUN_DIR, or, in JupyterLab, the run folder
+`runbook open` made, where the kernel runs (its notebook's folder). Nothing is written elsewhere."""
 
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ from typing import Any
 
 RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
 RESULTS_DIR = "results"
+INTERACTIVE = "interactive"
 
 
 def run_dir() -> Path | None:
     value = os.environ.get(RUN_DIR_ENV)
-    return Path(value) if value else None
+    if value:
+        return Path(value)
+    return interactive_run_dir(Path.cwd())
+
+
+def interactive_run_dir(folder: Path) -> Path | None:
+    """folder, when it is the run folder of an interactive run that is not closed yet."""
+    summary = _read_json(folder / "summary.json", {})
+    if summary.get("mode") == INTERACTIVE and not summary.get("closed_at"):
+        return folder.absolute()
+    return None
 
 
 def _safe_name(name: str) -> str:
@@ -49,9 +61,19 @@ def record_server_version(label: str, version: str) -> None:
 
 
 def record_steps(states: list[dict[str, Any]]) -> None:
+    """steps.json; in an interactive run also the steps in summary.json, as they change."""
     where = run_dir()
-    if where is not None:
-        _write_json(where / "steps.json", states)
+    if where is None:
+        return
+    _write_json(where / "steps.json", states)
+    summary = _read_json(where / "summary.json", {})
+    if summary.get("mode") == INTERACTIVE:
+        _write_json(where / "summary.json", {**summary, "steps": states})
+
+
+def recorded_steps() -> list[dict[str, Any]]:
+    where = run_dir()
+    return _read_json(where / "steps.json", []) if where is not None else []
 
 
 def record_result(step: str, result: Any) -> list[Path]:

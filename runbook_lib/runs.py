@@ -21,22 +21,34 @@ def _summaries(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+COLUMNS = ["when", "notebook", "mode", "status", "duration_s", "failed step", "confirmed", "path"]
+
+
+def _confirmations(steps: list[dict[str, Any]]) -> str:
+    """Who confirmed each changing step and when (interactive runs): `step by user at HH:MM:SS`."""
+    return ", ".join(
+        f"{s['step']} by {s['confirmed_by']} at {str(s.get('confirmed_at'))[11:19]}"
+        for s in steps
+        if s.get("confirmed_by")
+    )
+
+
 def list_runs(archive: Path, last: int | None = None) -> pd.DataFrame:
     """One row per run, oldest first: when, notebook, status, duration, path."""
     rows = [
         {
             "when": s.get("started_at"),
             "notebook": s.get("notebook"),
+            "mode": s.get("mode", "headless"),
             "status": s.get("status"),
             "duration_s": s.get("duration_s"),
             "failed step": (s.get("failed_step") or {}).get("step"),
+            "confirmed": _confirmations(s.get("steps") or []),
             "path": str(run_dir),
         }
         for run_dir, s in _summaries(archive)
     ]
-    table = pd.DataFrame(
-        rows, columns=["when", "notebook", "status", "duration_s", "failed step", "path"]
-    )
+    table = pd.DataFrame(rows, columns=COLUMNS)
     return table.tail(last) if last else table
 
 

@@ -313,6 +313,23 @@ class Runbook:
             ]
         )
 
+    def restore(self, recorded: list[dict[str, Any]]) -> None:
+        """Step states recorded earlier in this run (a restarted kernel): a step that was
+        running when its kernel stopped failed."""
+        for entry in recorded:
+            state = self.states.get(entry.get("step", ""))
+            if state is None:
+                continue
+            for key in ("status", "started_at", "duration_s", "error"):
+                setattr(state, key, entry.get(key))
+            state.confirmed_by, state.confirmed_at = (
+                entry.get("confirmed_by"),
+                entry.get("confirmed_at"),
+            )
+            state.confirmed = bool(state.confirmed_by)
+            if state.status == RUNNING:
+                state.status, state.error = FAILED, "the kernel stopped while this step ran"
+
     def _set(self, state: StepState, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(state, key, value)
@@ -341,6 +358,12 @@ def runbook_for(
     inside a run (`runbook open`), never in the committed notebook."""
     if interactive and record.run_dir() is None:
         raise ConfigurationError(NOT_A_RUN.format(name=name))
-    return Runbook(
+    runbook = Runbook(
         name, steps, context=RunContext(config, dry_run), dry_run=dry_run, interactive=interactive
     )
+    if interactive:
+        from runbook_lib import session
+
+        runbook.restore(record.recorded_steps())
+        session.finish_when_the_kernel_stops(record.run_dir())
+    return runbook

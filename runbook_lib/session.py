@@ -1,0 +1,116 @@
+"""Interactive runs: a JupyterLab session is a run with the same record as a headless one.
+
+`runbook open` checks the parameters as `runbook run` does, makes the run folder with a
+parameterized copy of the notebook (papermill --prepare-only: the parameters injected, nothing
+executed) and a summary.json marked interactive. The kernel, started in that folder, records
+step states and results there as steps finish (runbook_lib.record). The run ends with
+`runbook runs close RUN` (final status, notebook.html, then read-only) or, provisionally, when the
+kernel stops (status and notebook.html, still open).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runbook_lib import execute, params, record
+from runbook_lib.errors import ConfigurationError
+from runbook_lib.steps import FAILED, FINISHED
+
+INTERACTIVE = record.INTERACTIVE
+OPEN, INCOMPLETE = "open", "incomplete"
+_finishing: set[Path] = set()
+
+
+def open_run(
+    notebook: str, parameters: dict[str, Any], *, archive: Path = execute.DEFAULT_ARCHIVE
+) -> Path:
+    """Check parameters, make the run folder and its parameterized notebook; return the folder."""
+    import papermill
+
+    source = execute.resolve_notebook(notebook)
+    params.check_parameters(source, parameters)
+    if execute.HEADLESS_PARAMETER in params.declared_parameters(source):
+        parameters = {**parameters, execute.HEADLESS_PARAMETER: True}
+    started = datetime.now(UTC)
+    run_dir = execute.new_run_directory(archive, source, started)
+    summary = execute.new_summary(source, run_dir, parameters, started)
+    execute.write_summary(run_dir, {**summary, "mode": INTERACTIVE, "status": OPEN})
+    papermill.execute_notebook(
+        str(source),
+        str(run_dir / "notebook.ipynb"),
+        parameters=parameters,
+        prepare_only=True,
+        progress_bar=False,
+        log_output=False,
+    )
+    return run_dir.absolute()
+
+
+def run_status(steps: list[dict[str, Any]]) -> str:
+    """succeeded when every step finished, failed when the last step tried failed, else
+    incomplete (the session ended before the last step)."""
+    if steps and all(s.get("status") in FINISHED for s in steps):
+        return execute.SUCCEEDED
+    if any(s.get("status") == FAILED for s in steps):
+        return execute.FAILED
+    return INCOMPLETE
+
+
+def _failed_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    failed = next((s for s in steps if s.get("status") == FAILED), None)
+    if failed is None:
+        return None
+    ename, _, evalue = (failed.get("error") or "").partition(": ")
+    return {"step": failed.get("title"), "ename": ename, "evalue": evalue}
+
+
+def finish(run_dir: Path, *, closed_by: str) -> dict[str, Any]:
+    """Write the run's status and notebook.html from the notebook as last saved."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary.get("mode") != INTERACTIVE:
+        raise ConfigurationError(f"{run_dir.name} is a headless run: it was complete when it ended")
+    if summary.get("closed_at"):
+        raise ConfigurationError(f"{run_dir.name} is already closed ({summary['status']})")
+    steps = record._read_json(run_dir / "steps.json", [])
+    source = Path(summary["notebook_path"])
+    execute.finish_summary(
+        run_dir, source, summary, run_status(steps), _failed_step(steps) if steps else None
+    )
+    summary["ended_by"] = closed_by
+    execute.write_summary(run_dir, summary)
+    return summary
+
+
+def close_run(archive: Path, run: str, *, force: bool = False) -> dict[str, Any]:
+    """End an interactive run: final status, notebook.html, then the folder is read-only."""
+    from runbook_lib import jupyter, runs
+
+    run_dir = runs.find_run(archive, run).absolute()
+    notebook = run_dir / "notebook.ipynb"
+    if not force and jupyter.notebook_has_kernel(notebook):
+        raise ConfigurationError(
+            f"{run_dir.name} is still open in JupyterLab with a running kernel: save it and use "
+            "File > Close and Shut Down Notebook first (or close with --force)"
+        )
+    summary = finish(run_dir, closed_by="runbook runs close")
+    summary["closed_at"] = datetime.now(UTC).isoformat()
+    execute.write_summary(run_dir, summary)
+    execute.seal(run_dir)
+    return summary
+
+
+def finish_when_the_kernel_stops(run_dir: Path | None) -> None:
+    """At kernel exit, record the status and notebook.html (the run stays open)."""
+    if run_dir is None or run_dir in _finishing:
+        return
+    _finishing.add(run_dir)
+
+    def at_exit() -> None:
+        if record.interactive_run_dir(run_dir) is not None:
+            finish(run_dir, closed_by="kernel stopped")
+
+    atexit.register(at_exit)
