@@ -47,7 +47,27 @@ def open_run(
         progress_bar=False,
         log_output=False,
     )
+    _describe_kernel(run_dir / "notebook.ipynb")
     return run_dir.absolute()
+
+
+def _describe_kernel(notebook: Path) -> None:
+    """The kernel's own description in the notebook (what JupyterLab would write when it
+    connects), so that the run's notebook is not marked modified as soon as it opens."""
+    import nbformat
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    nb = nbformat.read(notebook, as_version=4)
+    name = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    spec = KernelSpecManager().get_kernel_spec(name)
+    nb.metadata["kernelspec"] = {
+        "name": name,
+        "display_name": spec.display_name,
+        "language": spec.language,
+    }
+    nb.metadata["language_info"] = dict(IPythonKernel.language_info)
+    nbformat.write(nb, notebook)
 
 
 def run_status(steps: list[dict[str, Any]]) -> str:
