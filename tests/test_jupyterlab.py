@@ -273,7 +273,11 @@ def test_bootstrap_session_in_jupyterlab_is_a_complete_run(server, archive, lab,
         command(page, "docmanager:save")
         page.wait_for_timeout(1500)
         command(page, "notebook:close-and-shutdown")
-        page.wait_for_timeout(3000)
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        deadline = time.monotonic() + 60
+        while jupyter.notebook_has_kernel(run_dir / "notebook.ipynb"):
+            assert time.monotonic() < deadline, "the kernel did not shut down"
+            time.sleep(0.5)
 
     closed = subprocess.run(
         [sys.executable, "-m", "runbook_lib.cli", "runs", "close", run_dir.name],
