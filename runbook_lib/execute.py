@@ -225,7 +225,8 @@ def new_summary(source: Path, run_dir: Path, parameters: dict[str, Any], started
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    """summary.json, replaced atomically (a kernel killed while it writes leaves the old one)."""
+    record.write_json(run_dir / "summary.json", summary)
 
 
 def finish_summary(

@@ -25,7 +25,7 @@ def run_dir() -> Path | None:
 
 def interactive_run_dir(folder: Path) -> Path | None:
     """folder, when it is the run folder of an interactive run that is not closed yet."""
-    summary = _read_json(folder / "summary.json", {})
+    summary = read_json(folder / "summary.json", {})
     if summary.get("mode") == INTERACTIVE and not summary.get("closed_at"):
         return folder.absolute()
     return None
@@ -35,13 +35,13 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "result"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def read_json(path: Path, default: Any) -> Any:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -54,10 +54,10 @@ def record_server_version(label: str, version: str) -> None:
     if where is None:
         return
     path = where / "servers.json"
-    servers = _read_json(path, {})
+    servers = read_json(path, {})
     if servers.get(label) != version:
         servers[label] = version
-        _write_json(path, servers)
+        write_json(path, servers)
 
 
 def record_steps(states: list[dict[str, Any]]) -> None:
@@ -65,15 +65,15 @@ def record_steps(states: list[dict[str, Any]]) -> None:
     where = run_dir()
     if where is None:
         return
-    _write_json(where / "steps.json", states)
-    summary = _read_json(where / "summary.json", {})
+    write_json(where / "steps.json", states)
+    summary = read_json(where / "summary.json", {})
     if summary.get("mode") == INTERACTIVE:
-        _write_json(where / "summary.json", {**summary, "steps": states})
+        write_json(where / "summary.json", {**summary, "steps": states})
 
 
 def recorded_steps() -> list[dict[str, Any]]:
     where = run_dir()
-    return _read_json(where / "steps.json", []) if where is not None else []
+    return read_json(where / "steps.json", []) if where is not None else []
 
 
 def record_result(step: str, result: Any) -> list[Path]:
@@ -98,7 +98,7 @@ def record_result(step: str, result: Any) -> list[Path]:
             if not _is_frame(getattr(result, f.name))
         }
         path = out / f"{_safe_name(step)}.summary.json"
-        _write_json(path, fields)
+        write_json(path, fields)
         written.append(path)
     return written
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def finish(run_dir: Path, *, closed_by: str) -> dict[str, Any]:
         raise ConfigurationError(f"{run_dir.name} is a headless run: it was complete when it ended")
     if summary.get("closed_at"):
         raise ConfigurationError(f"{run_dir.name} is already closed ({summary['status']})")
-    steps = record._read_json(run_dir / "steps.json", [])
+    steps = record.read_json(run_dir / "steps.json", [])
     source = Path(summary["notebook_path"])
     execute.finish_summary(
         run_dir, source, summary, run_status(steps), _failed_step(steps) if steps else None
@@ -119,6 +120,7 @@ def close_run(archive: Path, run: str, *, force: bool = False) -> dict[str, Any]
     summary = finish(run_dir, closed_by="runbook runs close")
     summary["closed_at"] = datetime.now(UTC).isoformat()
     execute.write_summary(run_dir, summary)
+    shutil.rmtree(run_dir / ".ipynb_checkpoints", ignore_errors=True)  # JupyterLab's, not ours
     execute.seal(run_dir)
     return summary
 
