@@ -126,7 +126,8 @@ def runbook_open(archive: Path, *args: str) -> tuple[Path, str]:
 
 def open_notebook(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(url)
+    # a workspace of its own: JupyterLab would otherwise restore the tabs of the previous test
+    page.goto(url.replace("/lab/tree/", f"/lab/workspaces/t{secrets.token_hex(4)}/tree/"))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     wait_idle(page, 60)
     return page

@@ -4,9 +4,13 @@ it, `runbook runs close` ends it (the browser test drives the same through Jupyt
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 
 import nbformat
 import pytest
@@ -104,3 +108,21 @@ def test_a_restarted_kernel_continues_the_run_where_it_was(tmp_path, monkeypatch
     assert again.states["look"].status == "done" and again.states["change"].confirmed
     assert again.next_step().name == "change"
     assert session.close_run(tmp_path / "runs", run_dir.name)["status"] == "incomplete"
+
+
+def test_open_starts_a_loopback_jupyterlab_on_the_archive_that_saves_widget_state(tmp_path):
+    _notebook(tmp_path / "nb.ipynb")
+    argv = [sys.executable, "-m", "runbook_lib.cli", "open", str(tmp_path / "nb.ipynb")]
+    argv += ["--archive", str(tmp_path / "runs")]
+    opened = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert opened.returncode == 0, opened.stderr
+    pid = int(re.search(r"started JupyterLab \(pid (\d+)\)", opened.stdout).group(1))
+    try:
+        url = re.search(r"open: (\S+)", opened.stdout).group(1)
+        assert url.startswith("http://127.0.0.1:") and "/lab/tree/" in url and "token=" in url
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+        settings = tmp_path / "runs" / ".jupyterlab" / "settings" / "@jupyter-widgets"
+        assert '"saveState": true' in next(settings.rglob("*.jupyterlab-settings")).read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
