@@ -199,6 +199,10 @@ class Runbook:
 
         step = self.step(name)
         self.shown.add(name)
+        if step.changes and not self.dry_run and self.states[name].status == DONE:
+            done = Waiting(step.title, f"done ({self._confirmation(name)}); not run again")
+            display(self.results.get(name, done), display_id=self.display_id(name))
+            return None
         blocker = self.blocker(name)
         display(Waiting(step.title, blocker or "running"), display_id=self.display_id(name))
         if blocker is not None:
@@ -252,13 +256,18 @@ class Runbook:
                 status=FAILED,
                 duration_s=time.monotonic() - started,
                 error=f"{type(exc).__name__}: {exc}",
+                confirmed=False,  # a retry needs a confirmation of its own
             )
             raise
         status = OBSERVED_NOTHING if isinstance(result, NothingToObserve) else DONE
-        self._set(state, status=status, duration_s=time.monotonic() - started)
+        self._set(state, status=status, duration_s=time.monotonic() - started, confirmed=False)
         self.results[name] = result
         record.record_result(name, result)
         return result
+
+    def _confirmation(self, name: str) -> str:
+        state = self.states[name]
+        return f"confirmed by {state.confirmed_by} at {state.confirmed_at}"
 
     def display_id(self, name: str) -> str:
         return f"runbook-{self.name}-step-{name}"
@@ -326,7 +335,7 @@ class Runbook:
                 entry.get("confirmed_by"),
                 entry.get("confirmed_at"),
             )
-            state.confirmed = bool(state.confirmed_by)
+            state.confirmed = bool(state.confirmed_by) and state.status not in (DONE, FAILED)
             if state.status == RUNNING:
                 state.status, state.error = FAILED, "the kernel stopped while this step ran"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import secrets
@@ -279,6 +280,11 @@ def test_bootstrap_session_in_jupyterlab_is_a_complete_run(server, archive, lab,
         while jupyter.notebook_has_kernel(run_dir / "notebook.ipynb"):
             assert time.monotonic() < deadline, "the kernel did not shut down"
             time.sleep(0.5)
+        # the stopping kernel wrote the status and the HTML; the run stays open until closed
+        while json.loads((run_dir / "summary.json").read_text()).get("ended_by") is None:
+            assert time.monotonic() < deadline, "the kernel's exit did not record the run"
+            time.sleep(0.5)
+        assert (run_dir / "notebook.html").exists()
 
     closed = subprocess.run(
         [sys.executable, "-m", "runbook_lib.cli", "runs", "close", run_dir.name],
@@ -320,4 +326,5 @@ def test_bootstrap_session_in_jupyterlab_is_a_complete_run(server, archive, lab,
         )
         assert page.get_by_text("model not found").count() == 0
     page.close()
-    shutil.rmtree(archive / jupyter.STATE_DIR / "workspaces", ignore_errors=True)
+    if os.environ.get("RUNBOOK_KEEP_SESSION"):  # a person may look at the record afterwards
+        shutil.copytree(run_dir, os.environ["RUNBOOK_KEEP_SESSION"], dirs_exist_ok=True)

@@ -215,3 +215,14 @@ def test_headless_panel_is_a_table_not_a_widget():
     shown = step_panel(_runbook([]))
     assert isinstance(shown, pd.DataFrame)
     assert list(shown["step"]) == ["look", "change", "broken"]
+
+
+def test_each_confirmation_runs_a_changing_step_once():
+    calls: list[str] = []
+    rb = _runbook(calls, interactive=True)
+    rb.run("look")
+    rb.confirm("change")
+    rb.run("change")
+    rb.run("change")  # re-running the cell of a done changing step shows it, does not re-run it
+    assert calls == ["look", "change"]
+    assert not rb.states["change"].confirmed and rb.states["change"].confirmed_by
