@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from runbook_lib.steps import FAILED, FINISHED
 
 INTERACTIVE = record.INTERACTIVE
 OPEN, INCOMPLETE = "open", "incomplete"
+FINISHING = ".finishing"  # present while a stopped kernel's record is being written
 _finishing: set[Path] = set()
 
 
@@ -111,6 +114,7 @@ def close_run(archive: Path, run: str, *, force: bool = False) -> dict[str, Any]
     from runbook_lib import jupyter, runs
 
     run_dir = runs.find_run(archive, run).absolute()
+    _wait_for_the_kernel_record(run_dir)
     notebook = run_dir / "notebook.ipynb"
     if not force and jupyter.notebook_has_kernel(notebook):
         raise ConfigurationError(
@@ -126,13 +130,46 @@ def close_run(archive: Path, run: str, *, force: bool = False) -> dict[str, Any]
 
 
 def finish_when_the_kernel_stops(run_dir: Path | None) -> None:
-    """At kernel exit, record the status and notebook.html (the run stays open)."""
+    """At kernel exit, record the status and notebook.html (the run stays open). The work is
+    handed to a process of its own: a stopping kernel is killed after a few seconds."""
     if run_dir is None or run_dir in _finishing:
         return
     _finishing.add(run_dir)
 
     def at_exit() -> None:
-        if record.interactive_run_dir(run_dir) is not None:
-            finish(run_dir, closed_by="kernel stopped")
+        if record.interactive_run_dir(run_dir) is None:
+            return
+        (run_dir / FINISHING).write_text(f"{datetime.now(UTC).isoformat()}\n")
+        subprocess.Popen(
+            [sys.executable, "-m", "runbook_lib.session", str(run_dir)],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=(run_dir / FINISHING).with_suffix(".log").open("a"),
+        )
 
     atexit.register(at_exit)
+
+
+def _wait_for_the_kernel_record(run_dir: Path, timeout_s: float = 120) -> None:
+    from runbook_lib.waiting import wait_until
+
+    wait_until(
+        lambda: not (run_dir / FINISHING).exists(),
+        what=f"the record written when the kernel stopped ({run_dir / FINISHING})",
+        timeout_s=timeout_s,
+    )
+
+
+def _finish_after_the_kernel(run_dir: Path) -> None:
+    try:
+        if record.interactive_run_dir(run_dir) is not None:
+            finish(run_dir, closed_by="kernel stopped")
+    finally:
+        (run_dir / FINISHING).unlink(missing_ok=True)
+        log = (run_dir / FINISHING).with_suffix(".log")
+        if log.exists() and not log.stat().st_size:
+            log.unlink()
+
+
+if __name__ == "__main__":
+    _finish_after_the_kernel(Path(sys.argv[1]))

@@ -126,3 +126,28 @@ def test_open_starts_a_loopback_jupyterlab_on_the_archive_that_saves_widget_stat
         assert '"saveState": true' in next(settings.rglob("*.jupyterlab-settings")).read_text()
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_a_stopping_kernel_records_the_status_and_html_and_leaves_the_run_open(tmp_path):
+    from jupyter_client.manager import start_new_kernel
+
+    _notebook(tmp_path / "nb.ipynb")
+    run_dir = session.open_run(str(tmp_path / "nb.ipynb"), {}, archive=tmp_path / "runs")
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(run_dir))
+    try:
+        reply = client.execute_interactive(
+            "from runbook_lib.steps import Step, runbook_for\n"
+            "rb = runbook_for('demo', [Step('look', '1. Look', lambda run: 1, False)], None,"
+            " interactive=True)\n"
+            "rb.execute('look')",
+            timeout=60,
+        )
+        assert reply["content"]["status"] == "ok"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+    session._wait_for_the_kernel_record(run_dir, timeout_s=60)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ended_by"] == "kernel stopped" and summary["status"] == "succeeded"
+    assert (run_dir / "notebook.html").exists() and not (run_dir / ".finishing.log").exists()
+    assert record.interactive_run_dir(run_dir) == run_dir, "open until closed"
