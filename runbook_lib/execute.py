@@ -163,11 +163,34 @@ def _failed_cell(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((s for s in steps if s.get("exception")), None)
 
 
-def _write_html(notebook_path: Path, html_path: Path) -> None:
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _steps_html(steps: list[dict[str, Any]]) -> str:
+    """The step panel as it stood at the end of the run, for the HTML record (widgets need
+    JavaScript from the network to show there)."""
+    import pandas as pd
+
+    from runbook_lib.display import frame_html
+
+    columns = ["title", "status", "duration_s", "confirmed_by", "confirmed_at", "error"]
+    frame = pd.DataFrame(steps).reindex(columns=columns)
+    frame["confirmed_at"] = frame["confirmed_at"].map(
+        lambda t: str(t)[:19].replace("T", " ") if t else None
+    )
+    frame.columns = [c.replace("_", " ") for c in columns]
+    return "<b>steps at the end of the run</b>" + frame_html(frame)
+
+
+def _write_html(notebook_path: Path, html_path: Path, steps: list[dict] | None = None) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook_path, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if steps and WIDGET_VIEW in output.get("data", {}):
+                output["data"] = {"text/html": _steps_html(steps)}
     body, _ = HTMLExporter(template_name="lab", embed_images=True).from_notebook_node(nb)
     html_path.write_text(body)
 
@@ -260,7 +283,7 @@ def finish_summary(
         }
     )
     if output.exists():
-        _write_html(output, run_dir / "notebook.html")
+        _write_html(output, run_dir / "notebook.html", steps if steps is not cells else None)
     write_summary(run_dir, summary)
 
 

@@ -309,6 +309,7 @@ def test_bootstrap_session_in_jupyterlab_is_a_complete_run(server, archive, lab,
     assert "widgets" in nb.metadata, "widget state is saved with the notebook"
     html = (run_dir / "notebook.html").read_text()
     assert "Target schema" in html and "Traceback" not in html
+    assert "steps at the end of the run" in html, "the step panel, readable without widgets"
     assert _notebooks_digest() == before, "a session never touches the committed notebooks"
 
     listing = subprocess.run(
