@@ -58,7 +58,10 @@ class StepPanel:
     def widget(self) -> widgets.VBox:
         return widgets.VBox(
             [
-                widgets.HTML(f"<b>{escape(self.runbook.name)}</b>"),
+                widgets.HTML(
+                    f"<b>{escape(self.runbook.name)}</b> <small style='color:#555'>(to keep this "
+                    "panel in sight: right-click it, Create New View for Cell Output)</small>"
+                ),
                 *self.rows.values(),
                 widgets.HBox([self.run_next, self.confirm]),
                 self.message,
