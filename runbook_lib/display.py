@@ -46,8 +46,9 @@ def frame_html(frame: pd.DataFrame) -> str:
     """A DataFrame as an HTML table for people: no NaN, floats rounded, and a wide table
     scrolls inside its own box instead of widening the page."""
     frame = frame.copy()
-    for column in frame.select_dtypes(include="object").columns:
-        frame[column] = frame[column].where(frame[column].notna(), "")
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):  # None as well as NaN
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "")
     table = frame.to_html(index=False, na_rep="", float_format=humane)
     return f"<div style='overflow-x:auto;max-width:100%'>{table}</div>"
 
