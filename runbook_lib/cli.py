@@ -244,6 +244,11 @@ def _open(args: argparse.Namespace) -> int:
         print(f"no JupyterLab serves {args.archive}; open {notebook} in one")
     else:
         print(f"open: {jupyter.notebook_url(server, notebook)}")
+        if jupyter.saves_widget_state(server) is False:
+            print(
+                "note: this JupyterLab does not save widget state: turn on Settings > "
+                "Save Widget State Automatically, or a reopened run shows no step panel"
+            )
     print(f"when done: runbook runs close {run_dir.name} --archive {args.archive}")
     return 0
 

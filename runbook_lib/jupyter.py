@@ -91,19 +91,32 @@ def start_server(root: Path, timeout_s: float = 60) -> dict[str, Any]:
     raise WaitTimeout(f"JupyterLab to start (log: {log})", timeout_s, "not listening")
 
 
+def _get(server: dict[str, Any], path: str) -> Any:
+    request = urllib.request.Request(
+        f"{server['url'].rstrip('/')}/{path}",
+        headers={"Authorization": f"token {server.get('token', '')}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def saves_widget_state(server: dict[str, Any]) -> bool | None:
+    """Whether the server's JupyterLab saves widget state with notebooks (None: unknown)."""
+    try:
+        found = _get(server, "lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin")
+    except (OSError, ValueError):
+        return None
+    return bool(found.get("settings", {}).get("saveState"))
+
+
 def notebook_has_kernel(notebook: Path) -> bool:
     """Whether a running server has a kernel session on notebook."""
     server = server_for(notebook)
     if server is None:
         return False
     relative = notebook.resolve().relative_to(Path(server["root_dir"]).resolve()).as_posix()
-    request = urllib.request.Request(
-        f"{server['url'].rstrip('/')}/api/sessions",
-        headers={"Authorization": f"token {server.get('token', '')}"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            sessions = json.load(response)
-    except OSError:
+        sessions = _get(server, "api/sessions")
+    except (OSError, ValueError):
         return False
     return any(s.get("path") == relative for s in sessions)

@@ -15,7 +15,7 @@ import urllib.request
 import nbformat
 import pytest
 
-from runbook_lib import record, session
+from runbook_lib import jupyter, record, session
 from runbook_lib.errors import ConfigurationError
 from runbook_lib.steps import Step, runbook_for
 
@@ -122,8 +122,9 @@ def test_open_starts_a_loopback_jupyterlab_on_the_archive_that_saves_widget_stat
         assert url.startswith("http://127.0.0.1:") and "/lab/tree/" in url and "token=" in url
         with urllib.request.urlopen(url, timeout=30) as page:
             assert page.status == 200
-        settings = tmp_path / "runs" / ".jupyterlab" / "settings" / "@jupyter-widgets"
-        assert '"saveState": true' in next(settings.rglob("*.jupyterlab-settings")).read_text()
+        assert "does not save widget state" not in opened.stdout
+        server = jupyter.server_for(tmp_path / "runs")
+        assert server["pid"] == pid and jupyter.saves_widget_state(server) is True
     finally:
         os.kill(pid, signal.SIGTERM)
 
