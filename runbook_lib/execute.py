@@ -296,7 +296,7 @@ def run_notebook(
     source = resolve_notebook(notebook)
     params.check_parameters(source, parameters)
     if HEADLESS_PARAMETER in params.declared_parameters(source):
-        parameters = {HEADLESS_PARAMETER: False, **parameters}
+        parameters = {**parameters, HEADLESS_PARAMETER: False}  # never waits for a click
     started = datetime.now(UTC)
     run_dir = new_run_directory(archive, source, started)
     output = run_dir / "notebook.ipynb"
