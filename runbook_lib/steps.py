@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runbook_lib import record
-from runbook_lib.errors import ConfigurationError, RunbookError
+from runbook_lib.errors import ConfigurationError, PreconditionError, RunbookError
 
 PENDING, RUNNING, DONE, SKIPPED, FAILED, PLANNED, OBSERVED_NOTHING = (
     "pending",
@@ -240,7 +240,7 @@ class Runbook:
             )
         running = self.running()
         if running is not None:
-            raise StepNeedsConfirmation(f"{running.title} is running: one step at a time")
+            raise PreconditionError(f"{running.title} is running: one step at a time")
         if self.dry_run and step.changes:
             result: Any = Plan(step.title, step.plan(self.context) if step.plan else [])
             self._set(state, status=PLANNED, duration_s=0.0, error=None)
