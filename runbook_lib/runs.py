@@ -25,12 +25,14 @@ COLUMNS = ["when", "notebook", "mode", "status", "duration_s", "failed step", "c
 
 
 def _confirmations(steps: list[dict[str, Any]]) -> str:
-    """Who confirmed each changing step and when (interactive runs): `step by user at HH:MM:SS`."""
-    return ", ".join(
-        f"{s['step']} by {s['confirmed_by']} at {str(s.get('confirmed_at'))[11:19]}"
-        for s in steps
-        if s.get("confirmed_by")
-    )
+    """Who confirmed the changing steps of an interactive run, and when (first-last, UTC); each
+    step's confirmation is in `runbook runs show`."""
+    confirmed = [s for s in steps if s.get("confirmed_by")]
+    if not confirmed:
+        return ""
+    users = ", ".join(sorted({s["confirmed_by"] for s in confirmed}))
+    times = sorted(str(s.get("confirmed_at"))[11:19] for s in confirmed)
+    return f"{len(confirmed)} by {users} {times[0]}-{times[-1]}"
 
 
 def list_runs(archive: Path, last: int | None = None) -> pd.DataFrame:

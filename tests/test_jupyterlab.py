@@ -318,7 +318,10 @@ def test_bootstrap_session_in_jupyterlab_is_a_complete_run(server, archive, lab,
         text=True,
         check=True,
     ).stdout
-    assert re.search(rf"interactive\s+succeeded.*target_schema by \w+.*{run_dir.name}", listing)
+    confirmed = len(changing)
+    assert re.search(
+        rf"interactive\s+succeeded.* {confirmed} by \w+ [\d:]+-[\d:]+ .*{run_dir.name}", listing
+    )
 
     page = open_notebook(browser, url)
     with screenshot_on_failure(page, "reopened"):
