@@ -16,6 +16,7 @@ EXAMPLES = {
     "runbook": """examples:
   runbook lab up                       # throwaway servers on free loopback ports, in .lab/
   runbook run bucardo_bootstrap -f .lab/parameters/bucardo_bootstrap.yaml
+  runbook open bucardo_bootstrap -f .lab/parameters/bucardo_bootstrap.yaml   # in JupyterLab
   runbook lab down --purge""",
     "lab": """examples:
   runbook lab up --scale 10
@@ -30,14 +31,45 @@ EXAMPLES = {
   runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
     "runs": """examples:
   runbook runs --last 5
-  runbook runs show 20261128T101500Z-warm_standby-3f9a1c""",
+  runbook runs show 20261128T101500Z-warm_standby-3f9a1c
+  runbook runs close warm_standby-3f9a1c""",
     "show": "example:\n  runbook runs show warm_standby-3f9a1c",
+    "close": "example:\n  runbook runs close bucardo_bootstrap-3f9a1c",
+    "open": """examples:
+  runbook open bucardo_bootstrap -f .lab/parameters/bucardo_bootstrap.yaml
+  runbook open warm_standby -f prod.yaml -p dry_run true --no-server""",
     "params": "example:\n  runbook params bucardo_bootstrap",
     "compare": "",  # filled from runbook_lib.compare.cli
     "run": """examples:
   runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
   runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
 }
+
+
+def _notebook_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
+    parser.add_argument(
+        "-f",
+        "--parameters-file",
+        dest="files",
+        action="append",
+        type=Path,
+        default=[],
+        help="YAML parameter file; repeatable, later files win",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        dest="params",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="one parameter; VALUE is read as YAML",
+    )
+    parser.add_argument(
+        "--archive", type=Path, default=Path("runs"), help="run archive (default runs/)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,28 +126,18 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, help="random seed")
 
     run = sub(commands, "run", "execute a runbook notebook into the run archive (runs/)")
-    run.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
-    run.add_argument(
-        "-f",
-        "--parameters-file",
-        dest="files",
-        action="append",
-        type=Path,
-        default=[],
-        help="YAML parameter file; repeatable, later files win",
+    _notebook_arguments(run)
+    opened = sub(
+        commands,
+        "open",
+        "start an interactive run: check the parameters, make its folder in the run archive "
+        "with the parameterized notebook, and open it in JupyterLab (interactive is set true)",
     )
-    run.add_argument(
-        "-p",
-        "--parameter",
-        dest="params",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="one parameter; VALUE is read as YAML",
-    )
-    run.add_argument(
-        "--archive", type=Path, default=Path("runs"), help="run archive (default runs/)"
+    _notebook_arguments(opened)
+    opened.add_argument(
+        "--no-server",
+        action="store_true",
+        help="only make the run folder; do not start JupyterLab when none serves the archive",
     )
 
     runs = sub(commands, "runs", "list archived runs: when, notebook, status, duration, path")
@@ -125,6 +147,16 @@ def _parser() -> argparse.ArgumentParser:
     show = sub(runs_commands, "show", "print one run's summary.json")
     show.add_argument("run", help="run directory, its name, or a unique part of it")
     show.add_argument("--archive", type=Path, default=argparse.SUPPRESS, help="run archive")
+    close = sub(
+        runs_commands,
+        "close",
+        "end an interactive run: final status, notebook.html, then the folder is read-only",
+    )
+    close.add_argument("run", help="run directory, its name, or a unique part of it")
+    close.add_argument("--archive", type=Path, default=argparse.SUPPRESS, help="run archive")
+    close.add_argument(
+        "--force", action="store_true", help="close even if a kernel still runs the notebook"
+    )
 
     from runbook_lib.compare import cli as compare_cli
 
@@ -180,14 +212,44 @@ def _workload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     from runbook_lib import execute
 
     parameters = execute.load_parameter_files(args.files)
     for name, value in args.params:
         parameters[name] = yaml.safe_load(value)
-    result = execute.run_notebook(args.notebook, parameters, archive=args.archive)
+    return parameters
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runbook_lib import execute
+
+    result = execute.run_notebook(args.notebook, _parameters(args), archive=args.archive)
     print(f"succeeded in {result.summary['duration_s']:.1f} s: {result.output.parent}")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    from runbook_lib import jupyter, session
+
+    run_dir = session.open_run(args.notebook, _parameters(args), archive=args.archive)
+    notebook = run_dir / "notebook.ipynb"
+    print(f"run folder: {run_dir}")
+    server = jupyter.server_for(notebook)
+    if server is None and not args.no_server:
+        server = jupyter.start_server(args.archive.absolute())
+        stop = f"jupyter server stop {server['port']}"
+        print(f"started JupyterLab (pid {server['pid']}); stop it with: {stop}")
+    if server is None:
+        print(f"no JupyterLab serves {args.archive}; open {notebook} in one")
+    else:
+        print(f"open: {jupyter.notebook_url(server, notebook)}")
+        if jupyter.saves_widget_state(server) is False:
+            print(
+                "note: this JupyterLab does not save widget state: turn on Settings > "
+                "Save Widget State Automatically, or a reopened run shows no step panel"
+            )
+    print(f"when done: runbook runs close {run_dir.name} --archive {args.archive}")
     return 0
 
 
@@ -196,6 +258,12 @@ def _runs(args: argparse.Namespace) -> int:
 
     from runbook_lib import runs
 
+    if args.runs_command == "close":
+        from runbook_lib import session
+
+        summary = session.close_run(args.archive, args.run, force=args.force)
+        print(f"{summary['run_id']}: {summary['status']}; record sealed")
+        return 0
     if args.runs_command == "show":
         print(json.dumps(runs.show_run(args.archive, args.run), indent=2))
         return 0
@@ -221,7 +289,14 @@ def _compare(args: argparse.Namespace) -> int:
     return compare_cli.run(args)
 
 
-HANDLERS = {"lab": _lab, "run": _run, "runs": _runs, "params": _params, "compare": _compare}
+HANDLERS = {
+    "lab": _lab,
+    "run": _run,
+    "open": _open,
+    "runs": _runs,
+    "params": _params,
+    "compare": _compare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,3 +83,8 @@ def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psy
 
 def server_version_num(conn: psycopg.Connection) -> int:
     return int(conn.info.server_version)
+
+
+def server_version_text(conn: psycopg.Connection) -> str:
+    """The version as people write it: 15.20 (not 150020)."""
+    return (conn.info.parameter_status("server_version") or "").split(" ")[0]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class RunbookError(Exception):
-    """Base of every error raised by runbook_lib."""
+    """Base of every error raised by runbook_lib.
+
+    These are expected stops (a refusal, a failed command, a timeout): IPython shows them as
+    their message, without a traceback through library source, in JupyterLab and in the record.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1m{type(self).__name__}\x1b[0m: {self}"]
 
 
 class ConfigurationError(RunbookError):

@@ -38,6 +38,7 @@ DEFAULT_ARCHIVE = Path("runs")
 HEADLESS_PARAMETER = "interactive"  # a papermill run never waits for a click
 NOT_STEPS = {"parameters", "injected-parameters", "papermill-error-cell-tag"}
 SUCCEEDED, FAILED, INTERRUPTED, RUNNING = "succeeded", "failed", "interrupted", "running"
+HEADLESS = "headless"
 
 
 class RunFailed(RunbookError):
@@ -88,16 +89,11 @@ def load_parameter_files(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
-RUN_UMASK = 0o077
-SEALED_DIR_MODE, SEALED_FILE_MODE = 0o500, 0o400
-
-
 def new_run_directory(archive: Path, notebook: Path, now: datetime) -> Path:
-    """A fresh run directory (0700) in the archive (made 0700 when we create it)."""
+    path = archive / f"{now:%Y%m%dT%H%M%SZ}-{notebook.stem}-{secrets.token_hex(3)}"
     if not archive.exists():
         archive.mkdir(parents=True, mode=0o700)
         archive.chmod(0o700)  # ours, just made: exactly 0700 whatever the umask
-    path = archive / f"{now:%Y%m%dT%H%M%SZ}-{notebook.stem}-{secrets.token_hex(3)}"
     path.mkdir(mode=0o700)
     path.chmod(0o700)
     return path
@@ -174,16 +170,43 @@ def _failed_cell(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((s for s in steps if s.get("exception")), None)
 
 
-def _write_html(notebook_path: Path, html_path: Path) -> None:
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _steps_html(steps: list[dict[str, Any]]) -> str:
+    """The step panel as it stood at the end of the run, for the HTML record (widgets need
+    JavaScript from the network to show there)."""
+    import pandas as pd
+
+    from runbook_lib.display import frame_html
+
+    columns = ["title", "status", "duration_s", "confirmed_by", "confirmed_at", "error"]
+    frame = pd.DataFrame(steps).reindex(columns=columns)
+    frame["confirmed_at"] = frame["confirmed_at"].map(
+        lambda t: str(t)[:19].replace("T", " ") if t else None
+    )
+    frame.columns = [c.replace("_", " ") for c in columns]
+    return "<b>steps at the end of the run</b>" + frame_html(frame)
+
+
+def _write_html(notebook_path: Path, html_path: Path, steps: list[dict] | None = None) -> None:
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook_path, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if steps and WIDGET_VIEW in output.get("data", {}):
+                output["data"] = {"text/html": _steps_html(steps)}
     body, _ = HTMLExporter(template_name="lab", embed_images=True).from_notebook_node(nb)
     html_path.write_text(body)
 
 
-def _seal(run_dir: Path) -> None:
+RUN_UMASK = 0o077
+SEALED_DIR_MODE, SEALED_FILE_MODE = 0o500, 0o400
+
+
+def seal(run_dir: Path) -> None:
     """Make the archived run read-only and its owner's only; symlinks are never followed."""
     for _top, dirs, files, top_fd in os.fwalk(run_dir, topdown=False, follow_symlinks=False):
         for name in files + dirs:
@@ -195,7 +218,8 @@ def _seal(run_dir: Path) -> None:
 
 
 @contextmanager
-def _private_umask():
+def private_umask():
+    """Files made meanwhile (by this process and the programs it starts) are the owner's only."""
     previous = os.umask(RUN_UMASK)
     try:
         yield
@@ -228,25 +252,8 @@ def _kernel_env(run_dir: Path):
             os.environ[record.RUN_DIR_ENV] = old
 
 
-def run_notebook(
-    notebook: str, parameters: dict[str, Any], *, archive: Path = DEFAULT_ARCHIVE
-) -> RunResult:
-    """Check parameters, run the notebook, archive everything; raise RunFailed on a failing step."""
-    with _private_umask():
-        return _run_notebook(notebook, parameters, archive)
-
-
-def _run_notebook(notebook: str, parameters: dict[str, Any], archive: Path) -> RunResult:
-    import nbformat
-    import papermill
-
-    source = resolve_notebook(notebook)
-    params.check_parameters(source, parameters)
-    if HEADLESS_PARAMETER in params.declared_parameters(source):
-        parameters = {HEADLESS_PARAMETER: False, **parameters}
-    started = datetime.now(UTC)
-    run_dir = new_run_directory(archive, source, started)
-    output = run_dir / "notebook.ipynb"
+def new_summary(source: Path, run_dir: Path, parameters: dict[str, Any], started: datetime):
+    """The summary.json a run starts with: what runs, with which parameters, by whom, where."""
     summary: dict[str, Any] = {
         "run_id": run_dir.name,
         "notebook": source.stem,
@@ -255,12 +262,75 @@ def _run_notebook(notebook: str, parameters: dict[str, Any], archive: Path) -> R
         "parameters": parameters,
         "started_at": started.isoformat(),
         "status": RUNNING,
+        "mode": HEADLESS,
         "host": socket.gethostname(),
         "os_user": getpass.getuser(),
         "command": redact(" ".join(sys.argv)),
         "git_commit": _git_commit(),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_summary(run_dir, summary)
+    return summary
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """summary.json, replaced atomically (a kernel killed while it writes leaves the old one)."""
+    record.write_json(run_dir / "summary.json", summary)
+
+
+def finish_summary(
+    run_dir: Path, source: Path, summary: dict[str, Any], status: str, error: dict | None
+) -> None:
+    """Complete summary.json (status, steps, cells, versions, results) and write notebook.html
+    from the run's notebook as it is now."""
+    import nbformat
+
+    output = run_dir / "notebook.ipynb"
+    ended = datetime.now(UTC)
+    cells = _cell_steps(nbformat.read(output, as_version=4)) if output.exists() else []
+    steps_file = run_dir / "steps.json"
+    steps = json.loads(steps_file.read_text()) if steps_file.exists() else cells
+    if error is not None and "step" not in error:
+        failed = next((c for c in cells if c["cell"] == error["cell"]), None) or _failed_cell(cells)
+        error["step"] = failed["title"] if failed else f"cell {error['cell']}"
+    started = datetime.fromisoformat(summary["started_at"])
+    summary.update(
+        {
+            "ended_at": ended.isoformat(),
+            "duration_s": round((ended - started).total_seconds(), 3),
+            "status": status,
+            "failed_step": error,
+            "steps": steps,
+            "cells": cells,
+            "versions": _versions(source, run_dir),
+            "results": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "results").glob("*"))
+            if (run_dir / "results").exists()
+            else [],
+        }
+    )
+    if output.exists():
+        _write_html(output, run_dir / "notebook.html", steps if steps is not cells else None)
+    write_summary(run_dir, summary)
+
+
+def run_notebook(
+    notebook: str, parameters: dict[str, Any], *, archive: Path = DEFAULT_ARCHIVE
+) -> RunResult:
+    """Check parameters, run the notebook, archive everything; raise RunFailed on a failing step."""
+    with private_umask():
+        return _run_notebook(notebook, parameters, archive)
+
+
+def _run_notebook(notebook: str, parameters: dict[str, Any], archive: Path) -> RunResult:
+    import papermill
+
+    source = resolve_notebook(notebook)
+    params.check_parameters(source, parameters)
+    if HEADLESS_PARAMETER in params.declared_parameters(source):
+        parameters = {**parameters, HEADLESS_PARAMETER: False}  # never waits for a click
+    started = datetime.now(UTC)
+    run_dir = new_run_directory(archive, source, started)
+    output = run_dir / "notebook.ipynb"
+    summary = new_summary(source, run_dir, parameters, started)
     error: dict[str, Any] | None = None
     try:
         with _kernel_env(run_dir), _sigterm_as_interrupt():
@@ -278,31 +348,8 @@ def _run_notebook(notebook: str, parameters: dict[str, Any], archive: Path) -> R
         error = {"cell": exc.cell_index, "ename": exc.ename, "evalue": redact(str(exc.evalue))}
     except KeyboardInterrupt:
         status = INTERRUPTED
-    ended = datetime.now(UTC)
-    cells = _cell_steps(nbformat.read(output, as_version=4)) if output.exists() else []
-    steps_file = run_dir / "steps.json"
-    steps = json.loads(steps_file.read_text()) if steps_file.exists() else cells
-    if error is not None:
-        failed = next((c for c in cells if c["cell"] == error["cell"]), None) or _failed_cell(cells)
-        error["step"] = failed["title"] if failed else f"cell {error['cell']}"
-    summary.update(
-        {
-            "ended_at": ended.isoformat(),
-            "duration_s": round((ended - started).total_seconds(), 3),
-            "status": status,
-            "failed_step": error,
-            "steps": steps,
-            "cells": cells,
-            "versions": _versions(source, run_dir),
-            "results": sorted(str(p.relative_to(run_dir)) for p in (run_dir / "results").glob("*"))
-            if (run_dir / "results").exists()
-            else [],
-        }
-    )
-    if output.exists():
-        _write_html(output, run_dir / "notebook.html")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _seal(run_dir)
+    finish_summary(run_dir, source, summary, status, error)
+    seal(run_dir)
     if status == FAILED:
         raise RunFailed(output, error["step"], error["ename"], error["evalue"])
     if status == INTERRUPTED:

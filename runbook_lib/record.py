@@ -1,5 +1,6 @@
 """Side records of a run: step states, structured results and server versions, written into the
-run directory that `runbook run` names in RUNBOOK_RUN_DIR (nothing is written without it)."""
+run directory: the one `runbook run` names in RUNBOOK_RUN_DIR, or, in JupyterLab, the run folder
+`runbook open` made, where the kernel runs (its notebook's folder). Nothing is written elsewhere."""
 
 from __future__ import annotations
 
@@ -12,24 +13,35 @@ from typing import Any
 
 RUN_DIR_ENV = "RUNBOOK_RUN_DIR"
 RESULTS_DIR = "results"
+INTERACTIVE = "interactive"
 
 
 def run_dir() -> Path | None:
     value = os.environ.get(RUN_DIR_ENV)
-    return Path(value) if value else None
+    if value:
+        return Path(value)
+    return interactive_run_dir(Path.cwd())
+
+
+def interactive_run_dir(folder: Path) -> Path | None:
+    """folder, when it is the run folder of an interactive run that is not closed yet."""
+    summary = read_json(folder / "summary.json", {})
+    if summary.get("mode") == INTERACTIVE and not summary.get("closed_at"):
+        return folder.absolute()
+    return None
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "result"
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def read_json(path: Path, default: Any) -> Any:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -42,16 +54,26 @@ def record_server_version(label: str, version: str) -> None:
     if where is None:
         return
     path = where / "servers.json"
-    servers = _read_json(path, {})
+    servers = read_json(path, {})
     if servers.get(label) != version:
         servers[label] = version
-        _write_json(path, servers)
+        write_json(path, servers)
 
 
 def record_steps(states: list[dict[str, Any]]) -> None:
+    """steps.json; in an interactive run also the steps in summary.json, as they change."""
     where = run_dir()
-    if where is not None:
-        _write_json(where / "steps.json", states)
+    if where is None:
+        return
+    write_json(where / "steps.json", states)
+    summary = read_json(where / "summary.json", {})
+    if summary.get("mode") == INTERACTIVE:
+        write_json(where / "summary.json", {**summary, "steps": states})
+
+
+def recorded_steps() -> list[dict[str, Any]]:
+    where = run_dir()
+    return read_json(where / "steps.json", []) if where is not None else []
 
 
 def record_result(step: str, result: Any) -> list[Path]:
@@ -76,7 +98,7 @@ def record_result(step: str, result: Any) -> list[Path]:
             if not _is_frame(getattr(result, f.name))
         }
         path = out / f"{_safe_name(step)}.summary.json"
-        _write_json(path, fields)
+        write_json(path, fields)
         written.append(path)
     return written
 

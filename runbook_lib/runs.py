@@ -21,22 +21,36 @@ def _summaries(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
+COLUMNS = ["when", "notebook", "mode", "status", "duration_s", "failed step", "confirmed", "path"]
+
+
+def _confirmations(steps: list[dict[str, Any]]) -> str:
+    """Who confirmed the changing steps of an interactive run, and when (first-last, UTC); each
+    step's confirmation is in `runbook runs show`."""
+    confirmed = [s for s in steps if s.get("confirmed_by")]
+    if not confirmed:
+        return ""
+    users = ", ".join(sorted({s["confirmed_by"] for s in confirmed}))
+    times = sorted(str(s.get("confirmed_at"))[11:19] for s in confirmed)
+    return f"{len(confirmed)} by {users} {times[0]}-{times[-1]}"
+
+
 def list_runs(archive: Path, last: int | None = None) -> pd.DataFrame:
     """One row per run, oldest first: when, notebook, status, duration, path."""
     rows = [
         {
             "when": s.get("started_at"),
             "notebook": s.get("notebook"),
+            "mode": s.get("mode", "headless"),
             "status": s.get("status"),
             "duration_s": s.get("duration_s"),
             "failed step": (s.get("failed_step") or {}).get("step"),
+            "confirmed": _confirmations(s.get("steps") or []),
             "path": str(run_dir),
         }
         for run_dir, s in _summaries(archive)
     ]
-    table = pd.DataFrame(
-        rows, columns=["when", "notebook", "status", "duration_s", "failed step", "path"]
-    )
+    table = pd.DataFrame(rows, columns=COLUMNS)
     return table.tail(last) if last else table
 
 

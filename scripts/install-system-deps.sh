@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
-packages=("postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" "postgresql-plperl-${PG_MAJOR}" bucardo python3)
+packages=("postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" "postgresql-plperl-${PG_MAJOR}" bucardo python3
+    chromium)  # chromium: the browser tests drive JupyterLab in it (Python playwright)
 
 missing=()
 for pkg in "${packages[@]}"; do

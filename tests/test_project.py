@@ -1,7 +1,9 @@
-"""Project hygiene: notebooks are sources, the conda environment matches pyproject, CLI help."""
+"""Project hygiene: notebooks are the source (edited in JupyterLab, no generator), the conda
+environment matches pyproject, CLI help."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -61,6 +63,9 @@ COMMANDS = [
     ["lab", "restart"],
     ["lab", "workload"],
     ["run"],
+    ["open"],
+    ["runs"],
+    ["runs", "close"],
 ]
 
 
@@ -106,23 +111,39 @@ def test_lab_parameter_files_fit_their_notebooks(shared_lab):
         params.check_parameters(notebook, execute.load_parameter_files([path]))
 
 
-GENERATORS = sorted((REPO / "notebooks").glob("make_*.py"))
+LIBRARY_CALL_CELL = (ast.Import, ast.ImportFrom, ast.Assign, ast.Expr)
 
 
-@pytest.mark.parametrize("generator", GENERATORS, ids=[p.stem for p in GENERATORS])
-def test_committed_notebook_is_what_its_generator_writes(generator, monkeypatch):
-    import importlib.util
+def _library_call_problems(source: str) -> list[str]:
+    """What makes a code cell more than library calls: definitions, control flow, imports from
+    elsewhere, statements other than a call (or a name shown as the cell's value)."""
+    problems = []
+    for statement in ast.parse(source).body:
+        if not isinstance(statement, LIBRARY_CALL_CELL):
+            problems.append(f"{type(statement).__name__} (logic belongs in runbook_lib)")
+        elif isinstance(statement, ast.ImportFrom | ast.Import):
+            names = [statement.module] if isinstance(statement, ast.ImportFrom) else []
+            names += [] if names else [a.name for a in statement.names]
+            if not all(n and n.split(".")[0] == "runbook_lib" for n in names):
+                problems.append(f"imports {names}: only runbook_lib")
+        elif not isinstance(statement.value, ast.Call | ast.Name):
+            problems.append(f"{ast.unparse(statement)}: not a call")
+    return problems
 
-    import nbformat
 
-    monkeypatch.syspath_prepend(str(generator.parent))
-    spec = importlib.util.spec_from_file_location(generator.stem, generator)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    import notebook_source
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_code_cells_are_library_calls_without_logic(notebook):
+    nb = json.loads(notebook.read_text())
+    found = {
+        i: problems
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code"
+        and "parameters" not in cell["metadata"].get("tags", [])
+        and (problems := _library_call_problems("".join(cell["source"])))
+    }
+    assert not found, f"{notebook.name}: cells that hold more than library calls: {found}"
 
-    built = notebook_source.build(module.CELLS)
-    committed = nbformat.read(generator.with_name(generator.stem[5:] + ".ipynb"), as_version=4)
-    assert [(c.cell_type, c.source) for c in built.cells] == [
-        (c.cell_type, c.source) for c in committed.cells
-    ], f"regenerate: .venv/bin/python {generator.relative_to(REPO)}"
+
+def test_notebooks_folder_holds_only_notebooks():
+    others = [p.name for p in (REPO / "notebooks").iterdir() if p.suffix != ".ipynb"]
+    assert not others, "the notebooks are their own source: edit them in JupyterLab"

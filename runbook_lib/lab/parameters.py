@@ -77,7 +77,6 @@ def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
         "replay_timeout_s": 60,
         "promote_timeout_s": 30,
         "dry_run": False,
-        "interactive": False,
     }
 
 

@@ -209,7 +209,7 @@ def _restart_primary(cfg: StandbyConfig, reasons: list[str]) -> None:
             "Set restart_primary_command (argv), or set these with ALTER SYSTEM and restart it "
             "yourself, then re-run this step"
         )
-    log.warning("restarting the primary: %s", "; ".join(reasons))
+    log.info("restarting the primary: %s", "; ".join(reasons))  # a normal step, not a warning
     cfg.primary_os_host.run(restart_argv(cfg), timeout_s=RESTART_TIMEOUT_S)
 
 

@@ -3,6 +3,7 @@ itself, and lag sampled over a short window while a heartbeat row is written eve
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 from psycopg import sql
 
 from runbook_lib.connection import connect
-from runbook_lib.display import TextWithTables
+from runbook_lib.display import TextWithTables, fields_table, human_bytes
 from runbook_lib.errors import RunbookError
 from runbook_lib.standby.archiving import archiver_stats, setting_values, write_heartbeat
 from runbook_lib.standby.config import SCHEMA, StandbyConfig
@@ -22,6 +23,7 @@ from runbook_lib.standby.config import SCHEMA, StandbyConfig
 SAMPLE_INTERVAL_S = 1.0
 LAG_MARGIN_S = 5.0  # replay lag is expected within archive_timeout_s plus this
 READY_BACKLOG_LIMIT = 2
+BYTE_FIELDS = ("byte_lag",)
 
 
 def primary_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
@@ -164,13 +166,33 @@ class StandbyStatus(TextWithTables):
         ):
             parts.append(f"{title}:\n{df.T.to_string(header=False)}")
         if len(self.lag):
-            time_max = pd.to_numeric(self.lag["time_lag_s"], errors="coerce").max()
-            time_text = f"{time_max:.1f} s" if pd.notna(time_max) else "not measured (no heartbeat)"
-            parts.append(
-                f"lag over {self.lag['t_s'].iloc[-1]:.0f} s: byte lag max "
-                f"{self.lag['byte_lag'].max()}, time lag max {time_text}"
-            )
+            parts.append(self._lag_summary())
         return "\n\n".join(parts)
+
+    def _lag_summary(self) -> str:
+        time_max = pd.to_numeric(self.lag["time_lag_s"], errors="coerce").max()
+        time_text = f"{time_max:.1f} s" if pd.notna(time_max) else "not measured (no heartbeat)"
+        return (
+            f"lag over {self.lag['t_s'].iloc[-1]:.0f} s: byte lag max "
+            f"{human_bytes(self.lag['byte_lag'].max())}, time lag max {time_text}"
+        )
+
+    def _repr_html_(self) -> str:
+        problems = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems)
+        parts = [f"<b>PROBLEMS</b><ul>{problems}</ul>" if problems else "<p>no problems seen</p>"]
+        for title, df in (
+            ("primary", self.primary),
+            ("standby", self.standby),
+            ("archive", self.archive),
+        ):
+            values = df.iloc[0].to_dict() if len(df) else {}
+            parts.append(
+                f"<div style='display:inline-block;vertical-align:top;margin-right:2em'>"
+                f"<b>{title}</b>{fields_table(values, BYTE_FIELDS)}</div>"
+            )
+        if len(self.lag):
+            parts.append(f"<p>{html.escape(self._lag_summary())}</p>")
+        return "\n".join(parts)
 
 
 def problems_seen(

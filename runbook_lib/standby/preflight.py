@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from runbook_lib import pgbin
-from runbook_lib.connection import connect, server_version_num
+from runbook_lib.connection import connect, server_version_num, server_version_text
 from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.ports import port_accepts
@@ -54,7 +54,8 @@ def _primary_checks(cfg: StandbyConfig, rows: list[dict]) -> list[str]:
             "" if superuser else "ALTER SYSTEM, pg_switch_wal and pg_basebackup need a superuser",
         )
         version = server_version_num(conn)
-        _check(rows, "server version", version >= 120000, version, "needs 12 or later")
+        shown = server_version_text(conn)
+        _check(rows, "server version", version >= 120000, shown, "needs 12 or later")
         plan = archiving_plan(cfg, conn)
         restart = []
         for r in plan.itertuples():
