@@ -14,6 +14,12 @@ from runbook_lib.bucardo.config import BootstrapConfig
 
 MARKER_PREFIX = "runbook bucardo_bootstrap"
 STAGES = ("created", "schema", "data", "keys")
+STAGE_TEXT = {
+    "created": "database created",
+    "schema": "structure restored",
+    "data": "rows copied",
+    "keys": "rows copied and keys built",
+}
 MARKER_SCHEMA = "runbook_bootstrap"
 MARKER_TABLE = "marker"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "bucardo", "pg_toast")
@@ -71,12 +77,13 @@ def all_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 
 def copyable_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Tables whose rows the data copy moves: plain tables (leaf partitions included)."""
-    return conn.execute(
+    """Tables whose rows the data copy moves: plain tables (leaf partitions included), with their
+    estimated rows (counted where the table was never analyzed, so progress has a total)."""
+    rows = conn.execute(
         """
         SELECT n.nspname AS schema, c.relname AS table, c.oid::bigint AS oid,
                pg_catalog.pg_relation_size(c.oid) AS bytes,
-               greatest(c.reltuples, 0)::bigint AS estimated_rows
+               CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS estimated_rows
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r' AND n.nspname <> ALL (%(system)s)
           AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast%%'
@@ -87,6 +94,14 @@ def copyable_tables(conn: psycopg.Connection) -> list[dict[str, Any]]:
         """,
         {"system": list(SYSTEM_SCHEMAS)},
     ).fetchall()
+    for r in rows:
+        if r["estimated_rows"] is None:
+            r["estimated_rows"] = conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM ONLY {}").format(
+                    sql.Identifier(r["schema"], r["table"])
+                )
+            ).fetchone()["n"]
+    return rows
 
 
 def copy_columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:

@@ -10,7 +10,7 @@ from runbook_lib.bucardo import catalog, ctl, roles, sequences
 from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
-from runbook_lib.connection import Endpoint, connect, server_version_num
+from runbook_lib.connection import Endpoint, connect, server_version_num, server_version_text
 from runbook_lib.errors import ConfigurationError, PreconditionError
 
 MIN_SERVER_VERSION = 100000
@@ -20,14 +20,19 @@ def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
     try:
         with connect(ep, application_name="runbook_bucardo_preflight") as conn:
             version = server_version_num(conn)
+            version_text = server_version_text(conn)
             su = conn.execute(
                 "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
             ).fetchone()["rolsuper"]
     except PreconditionError as exc:
         raise PreconditionError(f"{label}: {exc}; nothing was changed") from exc
-    checks.append({"check": f"{label} reachable", "ok": True, "detail": f"{ep}, server {version}"})
+    checks.append(
+        {"check": f"{label} reachable", "ok": True, "detail": f"{ep}, PostgreSQL {version_text}"}
+    )
     if version < MIN_SERVER_VERSION:
-        raise PreconditionError(f"{label} {ep} runs PostgreSQL {version}; 10 or later is needed")
+        raise PreconditionError(
+            f"{label} {ep} runs PostgreSQL {version_text}; 10 or later is needed"
+        )
     if not su:
         raise PreconditionError(
             f"{label}: {ep.user} is not a superuser on {ep.host}:{ep.port}; Bucardo's triggers and "
@@ -48,7 +53,7 @@ def _target_state(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> str:
                     "will be created",
                 }
             )
-            return "absent"
+            return "absent, will be created"
         marker = catalog.read_marker(admin, cfg.pgdatabase)
     with connect(cfg.target, application_name="runbook_bucardo_preflight") as conn:
         tables = catalog.all_tables(conn)
@@ -57,10 +62,11 @@ def _target_state(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> str:
             {
                 "check": "target database",
                 "ok": True,
-                "detail": f"resuming this bootstrap (reached stage {marker.stage!r})",
+                "detail": "resuming this bootstrap (done so far: "
+                f"{catalog.STAGE_TEXT[marker.stage]})",
             }
         )
-        return f"resume:{marker.stage}"
+        return f"resuming an earlier run of this bootstrap ({catalog.STAGE_TEXT[marker.stage]})"
     if tables:
         names = ", ".join(t["name"] for t in tables[:5])
         why = (
@@ -72,7 +78,7 @@ def _target_state(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> str:
             "server or drop that database yourself; nothing was changed"
         )
     checks.append({"check": "target database", "ok": True, "detail": "exists and is empty"})
-    return "empty"
+    return "exists and is empty"
 
 
 def _control(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> bool:
@@ -203,6 +209,14 @@ def _partition_checks(selection: TableSelection, checks: list[dict[str, Any]]) -
         )
 
 
+def _conflicts_text(cfg: BootstrapConfig) -> str:
+    strategy = cfg.effective_conflict_strategy
+    names = strategy.split()
+    if len(names) == 2 and set(names) == {cfg.here, cfg.there}:
+        return f"a row changed on both sides between two syncs: {names[0]}'s change wins"
+    return f"a row changed on both sides between two syncs: Bucardo's {strategy} decides"
+
+
 def preflight(cfg: BootstrapConfig) -> StepResult:
     """Check both servers, Bucardo, the tables and the target; raise before anything changes."""
     checks: list[dict[str, Any]] = []
@@ -254,8 +268,8 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
         f"{len(selection.replicated)} tables to replicate"
         + (f" (the partitions of {parents} partitioned tables included)" if parents else "")
         + (f", left out: {excluded}" if excluded else "")
-        + f"; {len(plan)} sequences; target {target}; "
-        f"conflict strategy {cfg.effective_conflict_strategy!r}"
+        + f"; {len(plan)} sequences; target: {target}; "
+        + _conflicts_text(cfg)
     )
     return StepResult(
         "preflight",

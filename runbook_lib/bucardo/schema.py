@@ -172,7 +172,7 @@ def plan_target_schema(cfg: BootstrapConfig) -> list[str]:
     """What create_target_schema would run now (read-only)."""
     marker = target_marker(cfg)
     if marker and marker.reached("schema"):
-        return [f"nothing: the structure is already restored (stage {marker.stage})"]
+        return [f"nothing: the structure is already restored ({catalog.STAGE_TEXT[marker.stage]})"]
     actions = []
     if cfg.copy_roles:
         with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
@@ -205,7 +205,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
     if marker and marker.reached("schema"):
         return StepResult(
             "target schema",
-            f"structure already restored (stage {marker.stage})",
+            f"structure already restored ({catalog.STAGE_TEXT[marker.stage]})",
             already_done=True,
             tables={"tables": _compare_tables(cfg)},
         )
