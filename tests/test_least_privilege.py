@@ -244,10 +244,12 @@ def test_make_demo_works_from_a_clone_in_a_directory_only_root_can_enter(private
     clone = private_home / "pg-runbooks"
     subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
     venv = repo / ".venv"
-    (venv / ".installed").touch()  # newer than the clone's pyproject.toml: no reinstall
+    stamp = private_home / "venv-installed"
+    stamp.touch()  # newer than the clone's pyproject.toml: no reinstall (this checkout's own
+    # marker is left alone, so a later change of pyproject.toml still reinstalls here)
     try:
         result = subprocess.run(
-            ["make", "demo", f"VENV={venv}"],
+            ["make", "demo", f"VENV={venv}", f"INSTALLED={stamp}"],
             cwd=clone,
             capture_output=True,
             text=True,
