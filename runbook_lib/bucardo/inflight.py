@@ -99,6 +99,14 @@ def lookup(side: Side, table_sql: TableSQL, keys: list[Key], lock: bool = False)
     return out
 
 
+def delta_key_texts(key: tuple[str, ...]) -> sql.Composed:
+    """A delta table's key columns as text, named k0, k1, ... as the comparison names them."""
+    return sql.SQL(", ").join(
+        sql.SQL("d.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"k{i}"))
+        for i, k in enumerate(key)
+    )
+
+
 def _pending_sql(info, delta: str, track: str) -> sql.Composed:
     """The keys among %s (text arrays) with a change logged before %s and not yet replicated to
     target %s."""
@@ -108,10 +116,7 @@ def _pending_sql(info, delta: str, track: str) -> sql.Composed:
         "WHERE d.txntime <= %s AND NOT EXISTS (SELECT 1 FROM {track} tr "
         "WHERE tr.txntime = d.txntime AND tr.target = %s)"
     ).format(
-        texts=sql.SQL(", ").join(
-            sql.SQL("d.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"k{i}"))
-            for i, k in enumerate(key)
-        ),
+        texts=delta_key_texts(key),
         delta=sql.Identifier("bucardo", delta),
         arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in key),
         names=sql.SQL(", ").join(sql.Identifier(f"u{i}") for i in range(len(key))),

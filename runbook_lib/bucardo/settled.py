@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 from tqdm.auto import tqdm
 
-from runbook_lib.bucardo.inflight import Hashes, KeyTracker, TableKeys, lookup
+from runbook_lib.bucardo.inflight import Hashes, KeyTracker, TableKeys, delta_key_texts, lookup
 from runbook_lib.compare.fingerprint import Key, Range, key_of
 from runbook_lib.compare.session import Side
 
@@ -40,16 +40,12 @@ class Outside:
 
 def _suspects_sql(tk: TableKeys, side: int) -> sql.Composed:
     delta, track = tk.deltas[side]  # type: ignore[misc]
-    key = tk.sql(side).info.key
     return sql.SQL(
         "SELECT DISTINCT {texts} FROM {delta} d WHERE d.txntime >= "
         "pg_catalog.clock_timestamp() - make_interval(secs => %s) OR NOT EXISTS "
         "(SELECT 1 FROM {track} tr WHERE tr.txntime = d.txntime AND tr.target = %s)"
     ).format(
-        texts=sql.SQL(", ").join(
-            sql.SQL("d.{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"k{i}"))
-            for i, k in enumerate(key)
-        ),
+        texts=delta_key_texts(tk.sql(side).info.key),
         delta=sql.Identifier("bucardo", delta),
         track=sql.Identifier("bucardo", track),
     )
