@@ -8,7 +8,7 @@ both_directions; each is also callable on its own.
 
 from runbook_lib.bucardo.config import BootstrapConfig, from_namespace, validate_parameters
 from runbook_lib.bucardo.copy import copy_data
-from runbook_lib.bucardo.drain import enable_and_drain, settle, wait_caught_up
+from runbook_lib.bucardo.drain import enable_and_drain, wait_caught_up
 from runbook_lib.bucardo.objects import create_bucardo_objects
 from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.bucardo.queue import delta_queue
@@ -32,7 +32,6 @@ __all__ = [
     "from_namespace",
     "preflight",
     "role_checks",
-    "settle",
     "validate_parameters",
     "verify_databases",
     "wait_caught_up",

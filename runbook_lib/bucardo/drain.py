@@ -248,12 +248,6 @@ def wait_caught_up(
     )
 
 
-def settle(cfg: BootstrapConfig, timeout_s: float | None = None, *, kick: bool = True) -> None:
-    """Wait until everything written before this call is replicated (for the verify step);
-    kick=False only watches (a dry run changes nothing, not even Bucardo's schedule)."""
-    wait_caught_up(cfg, timeout_s=timeout_s or cfg.drain_timeout_s, kick=kick)
-
-
 def _autokick(cfg: BootstrapConfig) -> bool:
     with connect(cfg.control) as conn:
         return conn.execute(

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo import catalog, queue
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.compare.fingerprint import Key, TableSQL, key_of
 from runbook_lib.compare.keys import load_table
@@ -195,13 +195,7 @@ class KeyTracker:
                 tk.keys[key] = KeyState(hashes)
 
     def _delta_of(self, conn: psycopg.Connection, table: str) -> tuple[str, str] | None:
-        if not catalog.schema_exists(conn, "bucardo"):
-            return None
-        for r in conn.execute(
-            "SELECT tablename, deltaname, trackname FROM bucardo.bucardo_delta_names "
-            "WHERE sync = %s",
-            [self.cfg.sync],
-        ):
+        for r in queue.delta_names(conn, self.cfg.sync):
             if catalog.bucardo_table_name(r["tablename"]) == table:
                 return catalog.unquote(r["deltaname"]), catalog.unquote(r["trackname"])
         return None

@@ -35,7 +35,6 @@ class Outside:
     equal: bool  # every row outside the suspect keys is the same on both sides
     rows: tuple[int, int]
     differing: dict[Key, Hashes] = field(default_factory=dict)  # suspects that differ
-    suspects: int = 0
 
 
 def _suspects_sql(tk: TableKeys, side: int) -> sql.Composed:
@@ -127,5 +126,5 @@ def compare_outside(tracker: KeyTracker, names: list[str], progress: bool) -> li
         outside_a = (na - len(ra), sa - sum(ra.values()))
         outside_b = (nb - len(rb), sb - sum(rb.values()))
         differing = {k: (ra.get(k), rb.get(k)) for k in union[i] if ra.get(k) != rb.get(k)}
-        out.append(Outside(tk.name, outside_a == outside_b, (na, nb), differing, len(union[i])))
+        out.append(Outside(tk.name, outside_a == outside_b, (na, nb), differing))
     return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from runbook_lib.bucardo import catalog
+from runbook_lib.bucardo import catalog, queue
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import Endpoint, connect, server_version_num
 from runbook_lib.errors import PartiallyApplied
@@ -143,13 +143,9 @@ def install_placeholders(cfg: BootstrapConfig, ep: Endpoint, tables: list[str]) 
 
 def delta_functions(conn: psycopg.Connection, sync: str) -> dict[str, str]:
     """table -> the name of Bucardo's capture function for it (the delta table's name)."""
-    if not catalog.schema_exists(conn, "bucardo"):
-        return {}
-    rows = conn.execute(
-        "SELECT tablename, deltaname FROM bucardo.bucardo_delta_names WHERE sync = %s", [sync]
-    ).fetchall()
     return {
-        catalog.bucardo_table_name(r["tablename"]): catalog.unquote(r["deltaname"]) for r in rows
+        catalog.bucardo_table_name(r["tablename"]): catalog.unquote(r["deltaname"])
+        for r in queue.delta_names(conn, sync)
     }
 
 

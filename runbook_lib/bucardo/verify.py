@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -32,7 +32,7 @@ MARKER_TIMEOUT_S = 60
 MAX_KEYS_FOLLOWED = 20_000  # per table and comparison; more: compared again once caught up
 MARK_WAIT_S = 30.0
 KEYS_SHOWN = 5
-TABLE_LEVEL = ("missing", "columns only", "column ")
+TABLE_LEVEL_NOTES = ("columns only", "column ")  # the two sides have other columns
 
 
 class NotProven(RunbookError):
@@ -49,12 +49,6 @@ class TableOutcome:
     rows: dict  # the latest comparison's summary row
     table_level: str = ""  # a difference of the whole table (missing, other columns)
     unlisted: bool = False  # time ran out before its differing keys could all be listed
-    suspects: int = 0  # keys Bucardo was moving, left out of the first pass and followed
-
-
-@dataclass(repr=False)
-class VerifyResult(StepResult):
-    keys: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _wait_for_mark(cfg: BootstrapConfig, remaining_s: float, kick: bool) -> None:
@@ -90,7 +84,7 @@ def _absorb(
         if row["verdict"] == "identical":
             continue
         if row["verdict"].startswith("missing") or any(
-            row["note"].startswith(p) for p in TABLE_LEVEL[1:]
+            row["note"].startswith(p) for p in TABLE_LEVEL_NOTES
         ):
             outcome.table_level = row["note"] or row["verdict"]
             continue
@@ -126,7 +120,6 @@ def _first_pass(
                 "verdict": "identical",
                 "note": "",
             },
-            suspects=o.suspects,
         )
     return chunked
 
@@ -188,7 +181,7 @@ def _key_rows(tracker: KeyTracker, verdicts: tuple[str, ...]) -> pd.DataFrame:
 
 def verify_databases(
     cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
-) -> VerifyResult:
+) -> StepResult:
     """Compare every replicated table on both masters under load; raise unless every differing
     key is proven to be a change in flight. kick=False (a dry run) neither kicks Bucardo nor
     holds any row still."""
@@ -219,11 +212,10 @@ def verify_databases(
             f"{len(chunked)} compared chunk by chunk; first pass {compare_s:.1f} s, "
             f"in all {time.monotonic() - started:.1f} s"
         )
-        result = VerifyResult(
+        result = StepResult(
             "verify",
             ("identical: " if (table["verdict"] == "identical").all() else "NOT proven: ") + detail,
             tables={"tables": table, "keys": keys},
-            keys=keys,
         )
         _raise_unless_identical(cfg, table, keys, again, detail)
     return result

@@ -287,15 +287,8 @@ def _drill(run: _Run, state: TableState, chunks: list[int]) -> None:
     if not state.pair.keyed:
         state.incomplete.update(chunks)
         return
-    if state.modulus:
-        items = [(i, state.prints_a[i], state.prints_b[i]) for i in chunks]
-        state.incomplete |= _bucket_driller(run, state).drill(state.modulus, items, state.found)
-        return
-    driller = _driller(run, state)
-    for i in chunks:
-        na, nb = state.prints_a[i][0], state.prints_b[i][0]
-        if not driller.drill(state.pair.chunks[i], na, nb, state.found):
-            state.incomplete.add(i)
+    items = [(i, state.prints_a[i], state.prints_b[i]) for i in chunks]
+    state.incomplete |= _bucket_driller(run, state).drill(state.modulus, items, state.found)
 
 
 def _recheck(run: _Run, state: TableState) -> None:

@@ -160,9 +160,6 @@ class TableSQL:
             for i, k in enumerate(self.info.key)
         )
 
-    def _key_order(self) -> sql.Composable:
-        return sql.SQL(", ").join(self._col(k) for k in self.info.key)
-
     def _literal_key(self, key: Key, params: list | None) -> sql.Composable:
         """A key value cast to the key's type: bound when `params` is a list, else inlined
         (quoted by sql.Literal) so the planner folds it into a constant."""
@@ -240,68 +237,6 @@ class TableSQL:
             rel=self.relation,
             part=self._slice_where(part),
             inside=inside,
-        )
-        return query, params
-
-    def buckets(self, rng: Range, bounds: Sequence[Key]) -> tuple[sql.Composable, list]:
-        """Fingerprints of the ranges cut at `bounds`; bucket i: bounds[i-1] <= k < bounds[i]."""
-        # cut points inlined: a bound ARRAY[$1, ...] under a generic plan is rebuilt per row
-        params: list = []
-        if len(self.info.key) == 1:
-            array = sql.SQL("ARRAY[{}]").format(
-                sql.SQL(", ").join(self._literal_key(b, None) for b in bounds)
-            )
-            bucket = sql.SQL("pg_catalog.width_bucket({}, {})").format(self._key_expr(), array)
-        else:
-            whens = [
-                sql.SQL("WHEN {} < {} THEN {}").format(
-                    self._key_expr(), self._literal_key(b, None), sql.Literal(i)
-                )
-                for i, b in enumerate(bounds)
-            ]
-            bucket = sql.SQL("CASE {} ELSE {} END").format(
-                sql.SQL(" ").join(whens), sql.Literal(len(bounds))
-            )
-        where = self._where(rng, params)
-        query = sql.SQL(
-            "SELECT {b} AS b, count(*) AS n, coalesce(sum({h}), 0) AS s FROM {rel} t "
-            "WHERE {where} GROUP BY 1"
-        ).format(b=bucket, h=self.row_hash(), rel=self.relation, where=where)
-        return query, params
-
-    def quantiles(self, rng: Range, step: int) -> tuple[sql.Composable, list]:
-        """Every `step`-th key in the range, in key order (cut points for splitting it)."""
-        params: list = []
-        where = self._where(rng, params)
-        params.append(step)
-        query = sql.SQL(
-            "SELECT * FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn "
-            "FROM {rel} t WHERE {where}) s WHERE rn %% %s = 0 ORDER BY rn"
-        ).format(keys=self._key_texts(), order=self._key_order(), rel=self.relation, where=where)
-        return query, params
-
-    def sample_bounds(self, percent: float, chunk_rows: int) -> tuple[sql.Composable, list]:
-        """Cut points for chunks of about `chunk_rows` rows, from a block sample of the table.
-
-        Returns key columns k0.. and `sampled` (rows in the sample); quantiles are chosen in SQL
-        so only the cut points travel.
-        """
-        query = sql.SQL(
-            "SELECT * FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn, "
-            "count(*) OVER () AS sampled "
-            "FROM {rel} t TABLESAMPLE SYSTEM (%s) REPEATABLE (0)) s "
-            "WHERE rn %% greatest(1, ceil(sampled / "
-            "  greatest(1, ceil(sampled * 100.0 / %s / %s))))::bigint = 0 AND rn < sampled "
-            "ORDER BY rn"
-        ).format(keys=self._key_texts(), order=self._key_order(), rel=self.relation)
-        return query, [percent, percent, chunk_rows]
-
-    def download(self, rng: Range) -> tuple[sql.Composable, list]:
-        """(key as text, row hash) of every row in the range: small ranges only."""
-        params: list = []
-        where = self._where(rng, params)
-        query = sql.SQL("SELECT {keys}, {h} AS h FROM {rel} t WHERE {where}").format(
-            keys=self._key_texts(), h=self.row_hash(), rel=self.relation, where=where
         )
         return query, params
 

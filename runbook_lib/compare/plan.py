@@ -1,15 +1,13 @@
-"""Pairing a table across the two sides, and cutting it into key-range chunks."""
+"""Pairing a table across the two sides: shared columns, key and hash path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runbook_lib.compare.fingerprint import Key, Range, TableSQL, key_of
+from runbook_lib.compare.fingerprint import Range, TableSQL
 from runbook_lib.compare.keys import TableInfo
-from runbook_lib.compare.session import Side
 
 CHUNK_ROWS = 1000  # rows per hash bucket: a mismatching bucket is downloaded without splitting
-SAMPLE_PAGES = (300, 3000)  # block sample used to place chunk boundaries: at least, at most
 
 
 @dataclass
@@ -85,22 +83,3 @@ def _with_key(info: TableInfo, key: tuple[tuple[str, ...], str]) -> TableInfo:
     from dataclasses import replace
 
     return replace(info, key=key[0], key_source=key[1])
-
-
-def plan_chunks(pair: TablePair, side_a: Side, side_b: Side, chunk_rows: int = CHUNK_ROWS) -> None:
-    """Cut points from a block sample of the bigger side; chunk i is [cut[i-1], cut[i])."""
-    assert pair.sql_a and pair.sql_b and pair.a and pair.b
-    if not pair.keyed:
-        pair.chunks = [Range()]
-        return
-    side, table_sql = (side_a, pair.sql_a) if pair.a.pages >= pair.b.pages else (side_b, pair.sql_b)
-    pages = table_sql.info.pages
-    if pages == 0:
-        pair.chunks = [Range()]
-        return
-    sample = min(pages, max(SAMPLE_PAGES[0], min(SAMPLE_PAGES[1], pages // 100)))
-    percent = 100.0 * sample / pages
-    query, params = table_sql.sample_bounds(percent, chunk_rows)
-    cuts: list[Key] = [key_of(r, pair.key_width) for r in side.conn.execute(query, params)]
-    edges: list[Key | None] = [None, *cuts, None]
-    pair.chunks = [Range(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
