@@ -204,6 +204,23 @@ class LocalHost:
                 f"{op} as {owner}", proc.returncode, _stderr_tail(proc.stderr), f"{op} {path}"
             )
 
+    def _in_parent(self, target: Path, owner: str | None, as_owner: tuple, here):
+        """`here(dir_fd)` in target's directory when only root (or we) control it; otherwise, in
+        a directory of `owner`, the operation `as_owner` (op, mode, data) done as `owner`
+        (returns None); anywhere else refused."""
+        try:
+            dir_fd = safe_files.open_trusted_dir(str(target.parent))
+        except safe_files.UntrustedDirectory as exc:
+            if not self._other_user(owner):
+                raise self._untrusted(target, owner, exc) from None
+            op, mode, data = as_owner
+            self._as_owner(owner, op, target, mode, data)
+            return None
+        try:
+            return here(dir_fd)
+        finally:
+            os.close(dir_fd)
+
     def _untrusted(self, path: Path, owner: str | None, exc: OSError) -> RunbookError:
         return PreconditionError(
             f"{path.parent} is not a safe place for a file of {owner or 'ours'}: {exc}; give "
@@ -217,17 +234,10 @@ class LocalHost:
         with `owner` and `mode` set on the open file. In a directory only root (or we) control
         it is done here; in a directory of `owner` it is done as `owner`; elsewhere refused."""
         target = Path(path).absolute()
-        try:
-            dir_fd = safe_files.open_trusted_dir(str(target.parent))
-        except safe_files.UntrustedDirectory as exc:
-            if not self._other_user(owner):
-                raise self._untrusted(target, owner, exc) from None
-            self._as_owner(owner, "write", target, mode, text)
-            return
-        try:
-            safe_files.write_at(dir_fd, target.name, text.encode(), mode, *self._ids(owner))
-        finally:
-            os.close(dir_fd)
+        self._in_parent(
+            target, owner, ("write", mode, text),
+            lambda fd: safe_files.write_at(fd, target.name, text.encode(), mode, *self._ids(owner)),
+        )  # fmt: skip
 
     def make_dir(self, path: str | Path, *, owner: str | None = None, mode: int = 0o700) -> bool:
         """Create the directory (and missing parents, 0755, ours) with `owner` and `mode`;
@@ -237,17 +247,11 @@ class LocalHost:
             return False
         if not target.parent.exists():
             self.make_dir(target.parent, mode=0o755)
-        try:
-            dir_fd = safe_files.open_trusted_dir(str(target.parent))
-        except safe_files.UntrustedDirectory as exc:
-            if not self._other_user(owner):
-                raise self._untrusted(target, owner, exc) from None
-            self._as_owner(owner, "mkdir", target, mode, None)
-            return True
-        try:
-            return safe_files.mkdir_at(dir_fd, target.name, mode, *self._ids(owner))
-        finally:
-            os.close(dir_fd)
+        made = self._in_parent(
+            target, owner, ("mkdir", mode, None),
+            lambda fd: safe_files.mkdir_at(fd, target.name, mode, *self._ids(owner)),
+        )  # fmt: skip
+        return True if made is None else made
 
     def chown(self, path: str | Path, owner: str, *, recursive: bool = False) -> None:
         """chown (-R) without following any symlink: descriptors all the way down (os.fwalk)."""

@@ -13,6 +13,7 @@ import time
 
 import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 PARAMS_CELL = """answer: int = 1  # what to check
 label: str = "x"  # a label
@@ -21,20 +22,11 @@ tables: list[str] = []  # tables to look at
 
 
 def _notebook(path, *cells: str):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(PARAMS_CELL)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params]
+    steps = []
     for i, body in enumerate(cells):
-        nb.cells.append(nbformat.v4.new_markdown_cell(f"## Step {i + 1}\nexplained"))
-        nb.cells.append(nbformat.v4.new_code_cell(body))
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
-    return path
+        steps.append(nbformat.v4.new_markdown_cell(f"## Step {i + 1}\nexplained"))
+        steps.append(nbformat.v4.new_code_cell(body))
+    return write_notebook(path, PARAMS_CELL, steps)
 
 
 def _runbook(*args, cwd, **kwargs):

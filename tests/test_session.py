@@ -14,6 +14,7 @@ import urllib.request
 
 import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from runbook_lib import jupyter, record, session
 from runbook_lib.errors import ConfigurationError
@@ -25,17 +26,8 @@ interactive: bool = False  # confirm changing steps in the step panel
 
 
 def _notebook(path):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell(PARAMS_CELL)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("raise SystemError('never executed')")]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, path)
-    return path
+    never = nbformat.v4.new_code_cell("raise SystemError('never executed')")
+    return write_notebook(path, PARAMS_CELL, [never])
 
 
 def _open(tmp_path, *args: str) -> subprocess.CompletedProcess:
