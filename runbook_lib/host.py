@@ -282,6 +282,16 @@ class LocalHost:
             p = p.parent
         return shutil.disk_usage(p).free
 
+    def is_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def user_exists(self, user: str) -> bool:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return False
+        return True
+
     def pid_alive(self, pid: int) -> bool:
         try:
             os.kill(pid, 0)
@@ -293,3 +303,11 @@ class LocalHost:
 
 
 LOCAL = LocalHost()
+Host = LocalHost  # the interface every host has; a remote host is a subclass
+
+
+def host_for(target: str) -> Host:
+    """The host an `*_ssh` parameter names: empty is this machine."""
+    if not target:
+        return LOCAL
+    raise ConfigurationError(f"remote hosts are not available yet: {target!r}")

@@ -109,6 +109,14 @@ def test_rundir_must_be_absolute():
         validate_parameters(**(good() | {"bucardo_rundir": "run/bucardo"}))
 
 
+def test_bucardo_ssh_is_empty_or_an_ssh_target():
+    assert validate_parameters(**good()).bucardo_ssh == ""
+    assert validate_parameters(**(good() | {"bucardo_ssh": "bucardo@db3.example.com"})).bucardo_ssh
+    for bad in ("-oProxyCommand=x", "db3 ls", "a@b@c", "user@"):
+        with pytest.raises(ConfigurationError, match="bucardo_ssh"):
+            validate_parameters(**(good() | {"bucardo_ssh": bad}))
+
+
 def test_restore_list_lines_are_parsed_with_multiword_kinds():
     assert parse_toc_line("3323; 2620 16521 TRIGGER inventory bins bucardo_delta postgres") == (
         "TRIGGER",

@@ -18,6 +18,7 @@ SIMPLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # (they already exist), quotes, spaces and punctuation are not.
 OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+SSH_TARGET = re.compile(r"^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9][A-Za-z0-9._:-]*$")
 BUCARDO_STRATEGIES = ("bucardo_latest", "bucardo_latest_all_tables", "bucardo_abort")
 UNIMPLEMENTED_STRATEGIES = (
     "bucardo_source",
@@ -52,6 +53,7 @@ class BootstrapConfig:
     bucardo_host: str
     bucardo_port: int
     bucardo_dbname: str
+    bucardo_ssh: str
     bucardo_rundir: Path
     bucardo_os_user: str
     copy_roles: bool
@@ -171,6 +173,12 @@ def _problems(p: dict[str, Any]) -> list[str]:
             )
         if len(set(tables)) != len(tables):
             problems.append("tables: a table is listed twice")
+    check(
+        isinstance(p["bucardo_ssh"], str)
+        and (not p["bucardo_ssh"] or bool(SSH_TARGET.match(p["bucardo_ssh"]))),
+        f"bucardo_ssh={p['bucardo_ssh']!r}: empty (this machine) or an SSH target such as "
+        "bucardo@db3.example.com",
+    )
     rundir = p["bucardo_rundir"]
     check(
         isinstance(rundir, str) and rundir.startswith("/") and "\n" not in rundir,
@@ -215,7 +223,8 @@ def _problems(p: dict[str, Any]) -> list[str]:
 def validate_parameters(**params: Any) -> BootstrapConfig:
     """Check every parameter (all problems at once); raise ConfigurationError, change nothing."""
     names = [f.name for f in fields(BootstrapConfig)]
-    params = {"pgdatabase": "", **params}  # absent or empty: libpq's PGDATABASE
+    # absent or empty: libpq's PGDATABASE; Bucardo on this machine
+    params = {"pgdatabase": "", "bucardo_ssh": "", **params}
     missing = [n for n in names if n not in params]
     unknown = [n for n in params if n not in names]
     if missing or unknown:

@@ -2,20 +2,22 @@
 holds a password and port 5432). Passwords for Bucardo's connections come from .pgpass or
 PGPASSFILE, never from the rc file or argv.
 
-As root, the CLI and its daemon run as the `bucardo` OS user (Debian's package creates it), never
-as root. The run directory stays ours (0711: the rc file, Bucardo's private password file, the
-schema dump); Bucardo writes its pid files and logs only in RUNDIR/daemon, which it owns."""
+The CLI and its daemon run on the control database's host: this machine, or the one
+`bucardo_ssh` names (over SSH). As root there, they run as the `bucardo` OS user (Debian's package
+creates it), never as root. The run directory stays ours (0711: the rc file, Bucardo's private
+password file, the schema dump); Bucardo writes its pid files and logs only in RUNDIR/daemon,
+which it owns. With Bucardo on another host, RUNDIR exists on both: the schema dump here, the rest
+there."""
 
 from __future__ import annotations
 
 import os
-import pwd
 from collections.abc import Sequence
 from pathlib import Path
 
 from runbook_lib.bucardo.config import BootstrapConfig
-from runbook_lib.errors import CommandFailed, PreconditionError
-from runbook_lib.host import LOCAL, CommandResult
+from runbook_lib.errors import CommandFailed, PreconditionError, RunbookError
+from runbook_lib.host import LOCAL, CommandResult, Host, host_for
 from runbook_lib.passfile import PASSFILE_ENV, passfile_line, password_in_use, write_passfile
 from runbook_lib.waiting import wait_until
 
@@ -30,28 +32,32 @@ STOP_TIMEOUT_S = 60
 START_TIMEOUT_S = 60
 
 
-def program() -> str | None:
-    """Path of the bucardo program ($BUCARDO_PROGRAM, else `bucardo` on PATH), None if absent."""
-    name = os.environ.get(PROGRAM_ENV, "bucardo")
+def program(host: Host = LOCAL) -> str | None:
+    """Path of the bucardo program on host (this machine: $BUCARDO_PROGRAM, else `bucardo` on
+    PATH), None if absent."""
+    name = os.environ.get(PROGRAM_ENV, "bucardo") if host is LOCAL else "bucardo"
     if "/" in name:
         return name if LOCAL.exists(name) and os.access(name, os.X_OK) else None
-    return LOCAL.which(name)
+    return host.which(name)
 
 
-def os_user(name: str = OS_USER) -> str | None:
-    """The OS user Bucardo runs as: `name` (bucardo_os_user) when we are root, else ourselves
-    (None)."""
-    if os.geteuid() != 0:
+def os_user(name: str = OS_USER, host: Host = LOCAL) -> str | None:
+    """The OS user Bucardo runs as on host: `name` (bucardo_os_user) when we are root there,
+    else the user we are (None)."""
+    if not host.is_root():
         return None
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
+    if not host.user_exists(name):
         raise PreconditionError(
-            f"there is no OS user {name!r} (bucardo_os_user): Bucardo never runs as root; "
-            f"install Debian's bucardo package (it creates `bucardo`), `adduser --system --group "
-            f"{name}`, or name another user"
-        ) from None
+            f"there is no OS user {name!r} (bucardo_os_user) on {host.name}: Bucardo never runs "
+            f"as root; install Debian's bucardo package (it creates `bucardo`), `adduser --system "
+            f"--group {name}`, or name another user"
+        )
     return name
+
+
+def control_host(cfg: BootstrapConfig) -> Host:
+    """Where Bucardo's CLI and daemon run: this machine, or the SSH target `bucardo_ssh`."""
+    return host_for(cfg.bucardo_ssh)
 
 
 def daemon_dir(rundir: Path) -> Path:
@@ -64,20 +70,22 @@ class BucardoCtl:
 
     def __init__(self, cfg: BootstrapConfig) -> None:
         self.cfg = cfg
+        self.host = control_host(cfg)
         self.rundir = cfg.bucardo_rundir
         self.daemondir = daemon_dir(cfg.bucardo_rundir)
         self.rcfile = cfg.bucardo_rundir / RC_NAME
         self.passfile = cfg.bucardo_rundir / PASSFILE_NAME
 
     def os_user(self) -> str | None:
-        return os_user(self.cfg.bucardo_os_user)
+        return os_user(self.cfg.bucardo_os_user, self.host)
 
     def program(self) -> str:
-        found = program()
+        found = program(self.host)
         if not found:
             raise PreconditionError(
-                "the bucardo program was not found (PATH or $BUCARDO_PROGRAM); install Bucardo 5.6 "
-                "with scripts/install-system-deps.sh (Debian package bucardo)"
+                f"the bucardo program was not found on {self.host.name} (PATH or "
+                "$BUCARDO_PROGRAM); install Bucardo 5.6 there (Debian package bucardo; here: "
+                "scripts/install-system-deps.sh)"
             )
         return found
 
@@ -85,8 +93,8 @@ class BucardoCtl:
         """The rc file (no password: 0644 for Bucardo's user), the daemon directory (Bucardo's),
         and Bucardo's own password file when our connections use passwords."""
         c = self.cfg
-        LOCAL.make_dir(self.rundir, mode=0o711)
-        LOCAL.make_dir(self.daemondir, owner=self.os_user(), mode=0o700)
+        self.host.make_dir(self.rundir, mode=0o711)
+        self.host.make_dir(self.daemondir, owner=self.os_user(), mode=0o700)
         text = (
             "# written by runbook_lib.bucardo: no password here (.pgpass / PGPASSFILE)\n"
             f"dbhost = {c.bucardo_host}\n"
@@ -96,7 +104,7 @@ class BucardoCtl:
             f"piddir = {self.daemondir}\n"
             f"logdest = {self.daemondir}\n"
         )
-        LOCAL.write_text(self.rcfile, text, mode=0o644)
+        self.host.write_text(self.rcfile, text, mode=0o644)
         self.write_passfile()
 
     def write_passfile(self) -> None:
@@ -111,17 +119,17 @@ class BucardoCtl:
         if lines:
             write_passfile(self.passfile, self.os_user(), lines)
         else:
-            LOCAL.remove_file(self.passfile)
+            self.host.remove_file(self.passfile)
 
     def env(self) -> dict[str, str]:
-        return {PASSFILE_ENV: str(self.passfile)} if LOCAL.exists(self.passfile) else {}
+        return {PASSFILE_ENV: str(self.passfile)} if self.host.exists(self.passfile) else {}
 
     def program_argv(self, args: Sequence[str]) -> list[str]:
         return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
 
     def argv(self, args: Sequence[str]) -> list[str]:
         """The command as it runs (as Bucardo's OS user): what dry-run plans show."""
-        return LOCAL.as_user(self.program_argv(args), self.os_user())
+        return self.host.as_user(self.program_argv(args), self.os_user())
 
     def install_args(self) -> list[str]:
         c = self.cfg
@@ -135,9 +143,9 @@ class BucardoCtl:
     def run(
         self, args: Sequence[str], *, check: bool = True, timeout_s: float = COMMAND_TIMEOUT_S
     ) -> CommandResult:
-        if not LOCAL.exists(self.rcfile):
+        if not self.host.exists(self.rcfile):
             self.write_rc()
-        return LOCAL.run(
+        return self.host.run(
             self.program_argv(args),
             user=self.os_user(),
             env=self.env(),
@@ -155,25 +163,25 @@ class BucardoCtl:
     def mcp_pidfile(self) -> int | None:
         """The pid in the MCP's pid file, alive or not (None: no file)."""
         try:
-            return int(LOCAL.read_text(self.daemondir / MCP_PIDFILE).split()[0])
+            return int(self.host.read_text(self.daemondir / MCP_PIDFILE).split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
     def mcp_pid(self) -> int | None:
         """The running MCP's pid, None when there is none."""
         pid = self.mcp_pidfile()
-        return pid if pid and _running(pid) else None
+        return pid if pid and running(self.host, pid) else None
 
     def pid_running(self, pid: int) -> bool:
-        return _running(pid)
+        return running(self.host, pid)
 
     def controller_running(self, sync: str) -> bool:
         path = self.daemondir / f"bucardo.ctl.sync.{sync}.pid"
         try:
-            pid = int(LOCAL.read_text(path).split()[0])
+            pid = int(self.host.read_text(path).split()[0])
         except (OSError, ValueError, IndexError):
             return False
-        return _running(pid)
+        return running(self.host, pid)
 
     def start(self, reason: str) -> None:
         """Start the daemon (restart when running) and wait until the sync's controller runs."""
@@ -187,7 +195,7 @@ class BucardoCtl:
         """A daemon killed with kill -9 leaves its pid file; `bucardo start` removes it only when
         the pid is gone, and refuses while it is an unreaped zombie (seen in containers)."""
         if self.mcp_pidfile() and not self.mcp_pid():
-            LOCAL.remove_file(self.daemondir / MCP_PIDFILE)
+            self.host.remove_file(self.daemondir / MCP_PIDFILE)
 
     def wait_for_controller(self) -> None:
         wait_until(
@@ -205,7 +213,7 @@ class BucardoCtl:
             return
         self.run(["stop", "--piddir", str(self.daemondir)])
         wait_until(
-            lambda: not _running(pid),
+            lambda: not running(self.host, pid),
             what=f"Bucardo MCP pid {pid} to exit",
             timeout_s=STOP_TIMEOUT_S,
             interval_s=0.3,
@@ -227,12 +235,12 @@ class BucardoCtl:
         return 0
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a stopped daemon's MCP can linger as one)."""
-    if not LOCAL.pid_alive(pid):
+def running(host: Host, pid: int) -> bool:
+    """Alive on host and not a zombie (a stopped daemon's MCP can linger as one)."""
+    if not host.pid_alive(pid):
         return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        state = host.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
+    except (OSError, RunbookError, IndexError):
         return True
     return state != "Z"
