@@ -19,6 +19,7 @@ from runbook_lib.compare import compare_databases
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, WaitTimeout
 from runbook_lib.execute import run_notebook
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import lab as lab_module
 from runbook_lib.lab.workload import verify_ledger
 
@@ -161,7 +162,7 @@ def test_lab_down_leaves_no_bucardo_process(bootstrapped):
     pids = [int(p.read_text().split()[0]) for p in pidfiles]
     assert pids, "the daemon writes its pid files into bucardo_rundir/daemon"
     lab_module.down(the_lab.root)
-    alive = [pid for pid in pids if bb.ctl._running(pid)]
+    alive = [pid for pid in pids if bb.ctl.running(LOCAL, pid)]
     assert not alive
     lab_module.up(the_lab.root)  # the lab factory stops and purges it at the end
 
