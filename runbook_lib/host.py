@@ -286,6 +286,10 @@ class LocalHost:
             p = p.parent
         return shutil.disk_usage(p).free
 
+    def check_reachable(self) -> str:
+        """This machine is always reachable; returns who we are (as SshHost does)."""
+        return pwd.getpwuid(os.geteuid()).pw_name
+
     def is_root(self) -> bool:
         return os.geteuid() == 0
 
@@ -307,11 +311,3 @@ class LocalHost:
 
 
 LOCAL = LocalHost()
-Host = LocalHost  # the interface every host has; a remote host is a subclass
-
-
-def host_for(target: str) -> Host:
-    """The host an `*_ssh` parameter names: empty is this machine."""
-    if not target:
-        return LOCAL
-    raise ConfigurationError(f"remote hosts are not available yet: {target!r}")

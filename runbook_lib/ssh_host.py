@@ -636,3 +636,12 @@ class SshHost:
 
     def pid_alive(self, pid: int) -> bool:
         return self._python(_PY_PID, str(int(pid))).stdout.strip() == "alive"
+
+    def is_root(self) -> bool:
+        return self.login_user() == "root"
+
+    def user_exists(self, user: str) -> bool:
+        return self._ssh(["id", "-u", "--", user], check=False).returncode == 0
+
+
+Host = LocalHost | SshHost

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.errors import CommandFailed, PreconditionError, RunbookError
-from runbook_lib.host import LOCAL, CommandResult, Host, host_for
+from runbook_lib.host import LOCAL, CommandResult
 from runbook_lib.passfile import PASSFILE_ENV, passfile_line, password_in_use, write_passfile
+from runbook_lib.ssh_host import Host, host_for
 from runbook_lib.waiting import wait_until
 
 PROGRAM_ENV = "BUCARDO_PROGRAM"
@@ -127,9 +128,9 @@ class BucardoCtl:
     def program_argv(self, args: Sequence[str]) -> list[str]:
         return [self.program(), "--bucardorc", str(self.rcfile), "--quiet", *args]
 
-    def argv(self, args: Sequence[str]) -> list[str]:
-        """The command as it runs (as Bucardo's OS user): what dry-run plans show."""
-        return self.host.as_user(self.program_argv(args), self.os_user())
+    def shown(self, args: Sequence[str]) -> str:
+        """The command as it runs (on its host, as Bucardo's OS user): what dry-run plans show."""
+        return self.host.describe(self.program_argv(args), self.os_user())
 
     def install_args(self) -> list[str]:
         c = self.cfg

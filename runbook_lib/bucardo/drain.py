@@ -23,7 +23,6 @@ from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, PartiallyApplied, PreconditionError, WaitTimeout
-from runbook_lib.host import display_command
 from runbook_lib.waiting import wait_until
 
 KICK_WAIT_S = 10
@@ -70,9 +69,9 @@ def plan_drain(cfg: BootstrapConfig) -> list[str]:
             f"lock_timeout (retried): CREATE TRIGGER {kick} AFTER INSERT OR UPDATE OR DELETE OR "
             f"TRUNCATE ON <table> FOR EACH STATEMENT EXECUTE FUNCTION bucardo.{kick}()"
         ]
-        + [display_command(bucardo.argv(args)) for args in enable_commands(cfg)]
+        + [bucardo.shown(args) for args in enable_commands(cfg)]
         + [
-            display_command(bucardo.argv(bucardo.kick_args(1)))
+            bucardo.shown(bucardo.kick_args(1))
             + f"  # every {KICK_WAIT_S} s until every change logged before the step is replicated "
             f"(at most {cfg.drain_timeout_s:g} s)"
         ]

@@ -15,7 +15,6 @@ from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import select_tables
 from runbook_lib.connection import connect
 from runbook_lib.errors import PartiallyApplied, PreconditionError
-from runbook_lib.host import display_command
 from runbook_lib.passfile import password_in_use
 
 MARKER_TABLE = f"{catalog.MARKER_SCHEMA}.{catalog.MARKER_TABLE}"
@@ -166,12 +165,12 @@ def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
         with connect(cfg.control) as conn:
             state = catalog.control_state(conn, cfg)
     else:
-        actions.append(display_command(bucardo.argv(bucardo.install_args())))
+        actions.append(bucardo.shown(bucardo.install_args()))
     for name, value in control_settings(cfg).items():
         actions.append(f"on {cfg.control}: UPDATE bucardo.bucardo_config SET setting = "
                        f"'{value}' WHERE name = '{name}'")  # fmt: skip
     commands = object_commands(cfg, state, replicated_tables(cfg))
-    actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] == ["add", "db"]]
+    actions += [bucardo.shown(a) for _, a in commands if a[:2] == ["add", "db"]]
     actions.append(
         f"on {cfg.control}: UPDATE bucardo.db SET dbconn = {BUCARDO_SESSION_OPTIONS!r} WHERE "
         "name = <each master> AND dbconn = ''  # Bucardo's delta check without nested loops"
@@ -181,13 +180,13 @@ def plan_bucardo_objects(cfg: BootstrapConfig) -> list[str]:
         f"{cfg.pgsuperuser} on each master, if any> WHERE name = ...  # bound, never displayed"
     )
     actions += _trigger_plan(cfg, list(replicated_tables(cfg)))
-    actions += [display_command(bucardo.argv(a)) for _, a in commands if a[:2] != ["add", "db"]]
+    actions += [bucardo.shown(a) for _, a in commands if a[:2] != ["add", "db"]]
     actions.append(
         "then on each master, per table in its own short transaction: CREATE OR REPLACE TRIGGER "
         "bucardo_delta / the truncate trigger with Bucardo's own functions (capture starts)"
     )
     if state["sync"] is None or not bucardo.mcp_pid():
-        actions.append(display_command(bucardo.argv(bucardo.start_args("<reason>"))))
+        actions.append(bucardo.shown(bucardo.start_args("<reason>")))
     return actions
 
 

@@ -11,7 +11,7 @@ from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
 from runbook_lib.connection import Endpoint, connect, server_version_num, server_version_text
-from runbook_lib.errors import ConfigurationError, PreconditionError
+from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError, RunbookError
 
 MIN_SERVER_VERSION = 100000
 
@@ -217,18 +217,36 @@ def _conflicts_text(cfg: BootstrapConfig) -> str:
     return f"a row changed on both sides between two syncs: Bucardo's {strategy} decides"
 
 
+def _bucardo_host(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
+    """Bucardo's CLI and daemon can run where bucardo_ssh says: reachable, the host key known,
+    the program installed and working, its OS user present."""
+    bucardo = ctl.BucardoCtl(cfg)
+    try:
+        bucardo.host.check_reachable()
+        program = bucardo.program()
+        user = bucardo.os_user()
+        version = bucardo.host.run([program, "--version"], user=user, timeout_s=60).stdout
+    except CommandFailed as exc:
+        raise PreconditionError(
+            f"Bucardo does not run on {bucardo.host.name}: {exc}; nothing was changed"
+        ) from exc
+    except RunbookError as exc:
+        raise type(exc)(f"Bucardo's host: {exc}; nothing was changed") from exc
+    checks.append(
+        {
+            "check": "bucardo program",
+            "ok": True,
+            "detail": f"{bucardo.host.describe([program], user)}: {version.strip()}",
+        }
+    )
+
+
 def preflight(cfg: BootstrapConfig) -> StepResult:
     """Check both servers, Bucardo, the tables and the target; raise before anything changes."""
     checks: list[dict[str, Any]] = []
-    bucardo = ctl.program()
-    if not bucardo:
-        raise PreconditionError(
-            "the bucardo program was not found (PATH or $BUCARDO_PROGRAM); install Bucardo 5.6 "
-            "(scripts/install-system-deps.sh); nothing was changed"
-        )
+    _bucardo_host(cfg, checks)
     _server(cfg.source, "source (here)", checks)
     _server(cfg.target_admin, "target (there)", checks)
-    checks.append({"check": "bucardo program", "ok": True, "detail": bucardo})
     with (
         connect(cfg.source, application_name="runbook_bucardo_preflight") as src,
         connect(cfg.target_admin, application_name="runbook_bucardo_preflight") as dst,
