@@ -8,9 +8,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runbook_lib.connection import Endpoint, connect
-from runbook_lib.host import LOCAL, LocalHost
+from runbook_lib.host import LOCAL
+
+if TYPE_CHECKING:
+    from runbook_lib.ssh_host import Host
 
 PASSFILE_ENV = "PGPASSFILE"
 
@@ -32,14 +36,14 @@ def passfile_line(endpoint: Endpoint, password: str) -> str:
     return ":".join(_escape(p) for p in parts) + "\n"
 
 
-def write_passfile(path: Path, user: str | None, lines: list[str], host: LocalHost = LOCAL) -> None:
+def write_passfile(path: Path, user: str | None, lines: list[str], host: Host = LOCAL) -> None:
     """A 0600 password file owned by `user` (None: ourselves), written without following links."""
     host.write_text(path, "".join(lines), owner=user, mode=0o600)
 
 
 @contextmanager
 def passfile_env(
-    endpoint: Endpoint, user: str | None, host: LocalHost = LOCAL
+    endpoint: Endpoint, user: str | None, host: Host = LOCAL
 ) -> Iterator[dict[str, str]]:
     """libpq environment for a program run as `user` against `endpoint`: PGPASSFILE naming a
     private copy of the password we use there (in a fresh 0711 directory of ours, the file 0600

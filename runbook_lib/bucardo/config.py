@@ -9,6 +9,7 @@ from typing import Any
 
 from runbook_lib.connection import Endpoint, database_name
 from runbook_lib.errors import ConfigurationError
+from runbook_lib.ssh_host import parse_target
 
 # Bucardo object names and the database/role names the runbook creates or logs in as: lower case,
 # no quoting needed anywhere (Bucardo's own check is ^[a-zA-Z]\w*$; upper case would be folded by
@@ -18,7 +19,6 @@ SIMPLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # (they already exist), quotes, spaces and punctuation are not.
 OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
-SSH_TARGET = re.compile(r"^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9][A-Za-z0-9._:-]*$")
 BUCARDO_STRATEGIES = ("bucardo_latest", "bucardo_latest_all_tables", "bucardo_abort")
 UNIMPLEMENTED_STRATEGIES = (
     "bucardo_source",
@@ -29,6 +29,14 @@ UNIMPLEMENTED_STRATEGIES = (
 )
 SEQUENCE_STRATEGIES = ("interleave", "none")
 MAX_COPY_JOBS = 32
+# absent or empty: libpq's PGDATABASE; Bucardo on this machine; ssh's own configuration
+OPTIONAL = {
+    "pgdatabase": "",
+    "bucardo_ssh": "",
+    "ssh_config": "",
+    "ssh_known_hosts": "",
+    "ssh_identity_file": "",
+}
 MAX_SYNC_NAME = 42  # Bucardo names the truncate trigger bucardo_note_trunc_<sync> up to this
 
 
@@ -54,6 +62,9 @@ class BootstrapConfig:
     bucardo_port: int
     bucardo_dbname: str
     bucardo_ssh: str
+    ssh_config: str
+    ssh_known_hosts: str
+    ssh_identity_file: str
     bucardo_rundir: Path
     bucardo_os_user: str
     copy_roles: bool
@@ -97,6 +108,17 @@ class BootstrapConfig:
     def databases(self) -> dict[str, Endpoint]:
         """Bucardo name -> endpoint, for both masters."""
         return {self.here: self.source, self.there: self.target}
+
+
+def ssh_target_problems(name: str, value: Any) -> list[str]:
+    """Empty (this machine) or an SSH target ssh cannot mistake for an option."""
+    if value == "":
+        return []
+    try:
+        parse_target(value)
+    except (ConfigurationError, TypeError, AttributeError) as exc:
+        return [f"{name}={value!r}: {exc}"]
+    return []
 
 
 def _problems(p: dict[str, Any]) -> list[str]:
@@ -173,12 +195,13 @@ def _problems(p: dict[str, Any]) -> list[str]:
             )
         if len(set(tables)) != len(tables):
             problems.append("tables: a table is listed twice")
-    check(
-        isinstance(p["bucardo_ssh"], str)
-        and (not p["bucardo_ssh"] or bool(SSH_TARGET.match(p["bucardo_ssh"]))),
-        f"bucardo_ssh={p['bucardo_ssh']!r}: empty (this machine) or an SSH target such as "
-        "bucardo@db3.example.com",
-    )
+    problems += ssh_target_problems("bucardo_ssh", p["bucardo_ssh"])
+    for name in ("ssh_config", "ssh_known_hosts", "ssh_identity_file"):
+        value = p[name]
+        check(
+            isinstance(value, str) and (not value or value.startswith("/")) and "\n" not in value,
+            f"{name}={value!r}: empty (ssh's own default) or an absolute file path",
+        )
     rundir = p["bucardo_rundir"]
     check(
         isinstance(rundir, str) and rundir.startswith("/") and "\n" not in rundir,
@@ -223,8 +246,7 @@ def _problems(p: dict[str, Any]) -> list[str]:
 def validate_parameters(**params: Any) -> BootstrapConfig:
     """Check every parameter (all problems at once); raise ConfigurationError, change nothing."""
     names = [f.name for f in fields(BootstrapConfig)]
-    # absent or empty: libpq's PGDATABASE; Bucardo on this machine
-    params = {"pgdatabase": "", "bucardo_ssh": "", **params}
+    params = {**OPTIONAL, **params}
     missing = [n for n in names if n not in params]
     unknown = [n for n in params if n not in names]
     if missing or unknown:

@@ -11,6 +11,7 @@ there."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,9 +57,16 @@ def os_user(name: str = OS_USER, host: Host = LOCAL) -> str | None:
     return name
 
 
+@functools.cache
 def control_host(cfg: BootstrapConfig) -> Host:
-    """Where Bucardo's CLI and daemon run: this machine, or the SSH target `bucardo_ssh`."""
-    return host_for(cfg.bucardo_ssh)
+    """Where Bucardo's CLI and daemon run: this machine, or the SSH target `bucardo_ssh` (one
+    host object per configuration: it keeps the login it asked for)."""
+    return host_for(
+        cfg.bucardo_ssh,
+        ssh_config=cfg.ssh_config or None,
+        known_hosts=cfg.ssh_known_hosts or None,
+        identity_file=cfg.ssh_identity_file or None,
+    )
 
 
 def daemon_dir(rundir: Path) -> Path:
@@ -118,7 +126,7 @@ class BucardoCtl:
             if password:
                 lines.append(passfile_line(ep, password))
         if lines:
-            write_passfile(self.passfile, self.os_user(), lines)
+            write_passfile(self.passfile, self.os_user(), lines, self.host)
         else:
             self.host.remove_file(self.passfile)
 
