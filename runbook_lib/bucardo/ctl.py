@@ -69,6 +69,14 @@ def control_host(cfg: BootstrapConfig) -> Host:
     )
 
 
+def log_location(cfg: BootstrapConfig) -> str:
+    """Where to read Bucardo's log, as a person would look for it (`on HOST: path` when the
+    daemon runs on another machine)."""
+    path = f"{daemon_dir(cfg.bucardo_rundir)}/log.bucardo"
+    host = control_host(cfg)
+    return path if host is LOCAL else f"{path} on {host.name}"
+
+
 def daemon_dir(rundir: Path) -> Path:
     """Where Bucardo writes its pid files and logs (owned by its OS user)."""
     return rundir / DAEMON_DIRNAME

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pandas as pd
 import psycopg
 
-from runbook_lib.bucardo import catalog, queue, triggers
+from runbook_lib.bucardo import catalog, ctl, queue, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
@@ -89,7 +89,7 @@ def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
     if not _daemon_running(bucardo):
         raise PreconditionError(
             f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}/daemon; see "
-            f"{cfg.bucardo_rundir}/daemon/log.bucardo); re-run the Bucardo objects step, which "
+            f"{ctl.log_location(cfg)}); re-run the Bucardo objects step, which "
             "starts it"
         )
 
@@ -113,7 +113,7 @@ def daemon_gone_message(cfg: BootstrapConfig, pid: int | None, waited_s: float) 
     what = f"the Bucardo daemon (MCP pid {pid})" if pid else "the Bucardo daemon"
     return (
         f"{what} is no longer running ({waited_s:.0f} s into the wait; see "
-        f"{cfg.bucardo_rundir}/daemon/log.bucardo for why). Nothing is lost: changes stay in the "
+        f"{ctl.log_location(cfg)} for why). Nothing is lost: changes stay in the "
         "delta queue until it runs again. Re-run the Bucardo objects step (3), which starts the "
         "daemon, then re-run this step; waiting longer would not help"
     )
@@ -280,8 +280,7 @@ def enable_and_drain(cfg: BootstrapConfig) -> DrainResult:
             "it, then this step"
         )
         raise WaitTimeout(
-            f"sync {cfg.sync} to replicate its backlog "
-            f"(see {cfg.bucardo_rundir}/daemon/log.bucardo; {hint})",
+            f"sync {cfg.sync} to replicate its backlog (see {ctl.log_location(cfg)}; {hint})",
             exc.timeout_s,
             exc.last_observed,
         ) from exc

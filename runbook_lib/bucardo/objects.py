@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, queue, triggers
+from runbook_lib.bucardo import catalog, ctl, queue, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.ctl import BucardoCtl, daemon_dir
 from runbook_lib.bucardo.result import StepResult
@@ -304,7 +304,7 @@ def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: li
             done,
             f"Bucardo's objects are incomplete after adding them: tables missing "
             f"{sorted(missing)}, dbgroup {state['dbgroup']}, sync {state['sync']}; see "
-            f"{cfg.bucardo_rundir}/daemon/log.bucardo",
+            f"{ctl.log_location(cfg)}",
         )
     for name, ep in cfg.databases().items():
         with connect(ep) as conn:
@@ -314,5 +314,5 @@ def _verify(cfg: BootstrapConfig, state: dict, tables: tuple[str, ...], done: li
                 "the Bucardo objects step",
                 done,
                 f"change capture is not installed on {name} for {sorted(not_captured)}; see "
-                f"{cfg.bucardo_rundir}/daemon/log.bucardo",
+                f"{ctl.log_location(cfg)}",
             )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from runbook_lib.bucardo import catalog, queue
+from runbook_lib.bucardo import catalog, ctl, queue
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import Endpoint, connect, server_version_num
 from runbook_lib.errors import PartiallyApplied
@@ -170,7 +170,7 @@ def install_capture(cfg: BootstrapConfig, ep: Endpoint, tables: list[str]) -> li
                     f"switching on change capture on {ep}",
                     [f"capture on for {t}" for t in done],
                     f"Bucardo made no delta table for {table} (bucardo.bucardo_delta_names has "
-                    f"no row for sync {cfg.sync}); see {cfg.bucardo_rundir}/daemon/log.bucardo",
+                    f"no row for sync {cfg.sync}); see {ctl.log_location(cfg)}",
                 )
             statements = TriggerSQL(table, cfg.sync).capture(functions[table], replace=replace)
             if not replace:  # PostgreSQL 13 and older: drop and create in one transaction
