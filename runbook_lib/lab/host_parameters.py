@@ -99,7 +99,7 @@ def warm_standby_parameters(lab: HostsLab) -> dict[str, Any]:
 
 
 def hosts_table(lab: HostsLab) -> dict[str, Any]:
-    from runbook_lib.lab.hosts_lab import DATADIR, PG_PORT, SERVERS
+    from runbook_lib.lab.hosts_lab import DATADIR, PG_PORT
 
     hosts = {}
     for name in lab.hosts:
@@ -108,7 +108,7 @@ def hosts_table(lab: HostsLab) -> dict[str, Any]:
             "ssh": lab.ssh_target(name),
             "ssh_root": lab.ssh_target(name, "root"),
             "netns": lab.netns(name),
-            "postgresql": {"port": PG_PORT, "datadir": DATADIR} if name in SERVERS else None,
+            "postgresql": {"port": PG_PORT, "datadir": DATADIR} if name in lab.servers else None,
         }
     return {
         "subnet": lab.subnet,

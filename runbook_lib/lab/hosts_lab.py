@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pandas as pd
 
 from runbook_lib.cluster import LocalCluster
 from runbook_lib.compare.conninfo import ConninfoEndpoint
-from runbook_lib.errors import PreconditionError, RunbookError
+from runbook_lib.errors import ConfigurationError, PreconditionError, RunbookError
 from runbook_lib.host import LOCAL
 from runbook_lib.lab import network, sample_data, sshd
 from runbook_lib.passfile import passfile_line
@@ -61,6 +62,7 @@ class HostsLab:
     scale: int = 1
     srv_size: str = DEFAULT_SRV_SIZE
     hosts: list[str] = field(default_factory=lambda: list(HOSTS))
+    servers: list[str] = field(default_factory=lambda: list(SERVERS))
     sshd_pids: dict[str, int] = field(default_factory=dict)
     kind: str = KIND
 
@@ -141,8 +143,8 @@ class HostsLab:
         return SshHost(name, user=user, settings=self.ssh_settings())
 
     def cluster(self, name: str) -> LocalCluster:
-        if name not in SERVERS:
-            raise PreconditionError(f"the lab runs PostgreSQL on {list(SERVERS)}, not {name!r}")
+        if name not in self.servers:
+            raise PreconditionError(f"the lab runs PostgreSQL on {self.servers}, not {name!r}")
         return LocalCluster(
             name=name,
             datadir=Path(DATADIR),
@@ -159,6 +161,18 @@ class HostsLab:
         return ConninfoEndpoint(
             address, PG_PORT, dbname, SUPERUSER, {}, tuple(sorted(params.items()))
         )
+
+    def collect_logs(self, dest: Path) -> None:
+        """Copy the sshd logs and each server's PostgreSQL log (read over SSH) to dest."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for log_file in self.logs_dir.glob("*.log"):
+            (dest / log_file.name).write_bytes(log_file.read_bytes())
+        for name in self.servers:
+            try:
+                text = self.host(name).read_text(PG_LOG)
+            except (RunbookError, OSError) as exc:
+                text = f"(not read: {exc})\n"
+            (dest / f"{name}-postgresql.log").write_text(text)
 
     def password(self) -> str:
         return self.passfile.read_text().splitlines()[0].rsplit(":", 1)[1]
@@ -206,6 +220,7 @@ def up(
     scale: int = 1,
     subnet: str | None = None,
     srv_size: str = DEFAULT_SRV_SIZE,
+    servers: Sequence[str] = SERVERS,
 ) -> HostsLab:
     """Create and start the hosts lab; harmless when it is up. A failed start removes what it
     made (namespaces, links, processes, keys) before raising."""
@@ -219,7 +234,12 @@ def up(
         down(root)  # a lab that is half there is rebuilt from scratch
     tag = _tag(root)
     net = network.check_subnet(subnet) if subnet else network.choose_subnet(int(tag, 16) % 512)
-    lab = HostsLab(root=root, tag=tag, subnet=str(net), scale=scale, srv_size=srv_size)
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        raise ConfigurationError(f"no lab server {sorted(unknown)}; servers are {list(SERVERS)}")
+    lab = HostsLab(
+        root=root, tag=tag, subnet=str(net), scale=scale, srv_size=srv_size, servers=list(servers)
+    )
     try:
         _build(lab)
     except BaseException:
@@ -248,13 +268,15 @@ def _build(lab: HostsLab) -> None:
         lab.save()
     for name in lab.hosts:
         _wait_for_sshd(lab, name)
-    for name in SERVERS:
+    for name in lab.servers:
         _start_server(lab, name)
     for name in SERVERS_WITH_SAMPLE:
-        sample_data.create_sample_database(lab.endpoint(name), lab.scale)
-    from runbook_lib.lab.lab import _prepare_control
+        if name in lab.servers:
+            sample_data.create_sample_database(lab.endpoint(name), lab.scale)
+    if "control" in lab.servers:
+        from runbook_lib.lab.lab import _prepare_control
 
-    _prepare_control(lab)
+        _prepare_control(lab)
     from runbook_lib.lab.host_parameters import write_parameter_files
 
     write_parameter_files(lab)
@@ -351,7 +373,7 @@ def status(root: Path) -> pd.DataFrame:
             lab.tag, index
         )
         pid = lab.sshd_pids.get(name)
-        serving = name in SERVERS and link_up and port_accepts(PG_PORT, lab.address(name))
+        serving = name in lab.servers and link_up and port_accepts(PG_PORT, lab.address(name))
         rows.append(
             {
                 "host": name,
@@ -359,7 +381,9 @@ def status(root: Path) -> pd.DataFrame:
                 "link": "up" if link_up else "cut",
                 "sshd_pid": pid,
                 "sshd": "up" if _alive(pid) else "down",
-                "postgresql": (f"{PG_PORT} up" if serving else "down") if name in SERVERS else "",
+                "postgresql": (f"{PG_PORT} up" if serving else "down")
+                if name in lab.servers
+                else "",
                 "ssh": lab.ssh_target(name),
             }
         )
