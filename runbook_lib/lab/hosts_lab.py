@@ -230,6 +230,8 @@ def up(
             raise PreconditionError(f"{root} holds a one-machine lab: lab down --purge it first")
         lab = HostsLab.load(root)
         if _running(lab):
+            for name in lab.servers:
+                lab.cluster(name).start()  # a server someone stopped
             return lab
         down(root)  # a lab that is half there is rebuilt from scratch
     tag = _tag(root)
