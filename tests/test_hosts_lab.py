@@ -83,6 +83,19 @@ def test_a_failing_command_names_program_status_and_host(hosts_lab):
     assert hosts_lab.host("here").run(["false"], check=False).returncode == 1
 
 
+def test_start_and_pipeline_run_on_the_host_and_check_every_status(hosts_lab):
+    host = hosts_lab.host("here")
+    log = "/srv/postgresql/t-start.log"
+    proc = host.start(["sh", "-c", "echo started on $(hostname -I)"], stdout_path=log)
+    assert proc.wait(timeout=30) == 0
+    assert host.read_text(log).strip() == f"started on {hosts_lab.address('here')}"
+    host.pipeline(["printf", "a\\nb\\n"], ["sh", "-c", f"wc -l > {log}"])
+    assert host.read_text(log).strip() == "2"
+    with pytest.raises(CommandFailed, match="on here: sh -c 'exit 4'"):
+        host.pipeline(["sh", "-c", "exit 4"], ["cat"])
+    host.remove_file(log)
+
+
 def test_files_are_written_atomically_with_owner_and_mode(hosts_lab):
     root = hosts_lab.host("there", "root")
     assert root.make_dir("/srv/t-files/sub", owner="postgres", mode=0o750) is True
@@ -223,7 +236,8 @@ def test_servers_listen_on_their_hosts_address(hosts_lab):
             address = conn.execute("SELECT host(inet_server_addr()) AS a").fetchone()["a"]
         assert address == hosts_lab.address(name)
     with connect(hosts_lab.endpoint("control")) as conn:
-        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'bucardo'").fetchone()["rolsuper"]
+        role = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'bucardo'").fetchone()
+    assert role == {"rolsuper": True}
     params = (hosts_lab.parameters_dir / "warm_standby.yaml").read_text()
     assert f"primary_host: {hosts_lab.address('primary')}" in params
     assert "primary_ssh: postgres@primary" in params

@@ -165,6 +165,9 @@ class HostsLab:
     def collect_logs(self, dest: Path) -> None:
         """Copy the sshd logs and each server's PostgreSQL log (read over SSH) to dest."""
         dest.mkdir(parents=True, exist_ok=True)
+        for index in range(len(self.hosts)):
+            if network.link_exists(network.veth_name(self.tag, index)):
+                network.set_link(self.tag, index, up=True)  # a test may have left one cut
         for log_file in self.logs_dir.glob("*.log"):
             (dest / log_file.name).write_bytes(log_file.read_bytes())
         for name in self.servers:
