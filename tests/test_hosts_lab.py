@@ -22,6 +22,7 @@ from runbook_lib.ssh_host import (
     HostKeyMismatch,
     HostUnreachable,
     MissingProgram,
+    SshAuthenticationFailed,
     SshFailed,
     SshHost,
     SshSettings,
@@ -198,6 +199,19 @@ def test_preflight_names_a_wrong_or_unknown_host_key(hosts_lab, control_dir):
         host.check_reachable()
     wrong.write_text("")
     with pytest.raises(HostKeyMismatch):
+        host.check_reachable()
+
+
+def test_preflight_names_a_refused_key(hosts_lab, control_dir):
+    stranger = control_dir / "stranger"
+    LOCAL.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+    settings = SshSettings(
+        known_hosts=str(hosts_lab.known_hosts),
+        identity_file=str(stranger),
+        control_dir=str(control_dir),
+    )
+    host = SshHost(hosts_lab.address("here"), user="postgres", settings=settings)
+    with pytest.raises(SshAuthenticationFailed, match="refused our SSH key"):
         host.check_reachable()
 
 

@@ -154,7 +154,19 @@ class HostsLab:
             listen_address=self.address(name),
         )
 
+    def standby_cluster(self) -> LocalCluster:
+        """Room for the warm standby on host `standby` (not created by the lab)."""
+        return LocalCluster(
+            name="standby",
+            datadir=Path(DATADIR),
+            port=PG_PORT,
+            logfile=Path(PG_LOG),
+            host=self.host("standby"),
+            listen_address=self.address("standby"),
+        )
+
     def endpoint(self, name: str, dbname: str = "postgres") -> ConninfoEndpoint:
+        """A server's endpoint (`standby` included) from this machine; password in .pgpass."""
         address = self.address(name)
         params = {"host": address, "port": str(PG_PORT), "dbname": dbname, "user": SUPERUSER}
         params["passfile"] = str(self.passfile)
