@@ -240,6 +240,11 @@ def up(
     """Create and start the hosts lab; harmless when it is up. A failed start removes what it
     made (namespaces, links, processes, keys) before raising."""
     root = root.absolute()
+    if os.geteuid() != 0:
+        raise PreconditionError(
+            "the hosts lab needs root (network namespaces, a bridge, one sshd per host); "
+            "without root, use the one-machine lab: runbook lab up"
+        )
     if (root / STATE_FILE).exists():
         if not is_hosts_lab(root):
             raise PreconditionError(f"{root} holds a one-machine lab: lab down --purge it first")
