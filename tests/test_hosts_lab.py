@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError
@@ -252,9 +253,18 @@ def test_servers_listen_on_their_hosts_address(hosts_lab):
     with connect(hosts_lab.endpoint("control")) as conn:
         role = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'bucardo'").fetchone()
     assert role == {"rolsuper": True}
-    params = (hosts_lab.parameters_dir / "warm_standby.yaml").read_text()
-    assert f"primary_host: {hosts_lab.address('primary')}" in params
-    assert "primary_ssh: postgres@primary" in params
+
+
+def test_parameter_files_name_hosts_that_host_for_reaches(hosts_lab):
+    params = yaml.safe_load((hosts_lab.parameters_dir / "warm_standby.yaml").read_text())
+    assert params["primary_host"] == hosts_lab.address("primary")
+    for key in ("primary_ssh", "standby_ssh", "archive_ssh"):
+        host = host_for(params[key], ssh_config=params["ssh_config"])
+        assert host.name == key.removesuffix("_ssh")
+        assert host.run(["hostname", "-I"]).stdout.split() == [hosts_lab.address(host.name)]
+    bucardo = yaml.safe_load((hosts_lab.parameters_dir / "bucardo_bootstrap.yaml").read_text())
+    control = host_for(bucardo["bucardo_ssh"], ssh_config=bucardo["ssh_config"])
+    assert control.run(["id", "-un"], user="bucardo").stdout.strip() == "bucardo"
 
 
 def test_cut_makes_a_host_unreachable_and_heal_restores_it(hosts_lab, control_dir):
