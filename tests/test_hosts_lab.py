@@ -175,7 +175,7 @@ def test_the_control_master_carries_every_command(hosts_lab, control_dir):
 
 def test_preflight_names_an_unreachable_host(hosts_lab, control_dir):
     nobody = SshHost(
-        network.bridge_address(hosts_lab._net),  # the root namespace: no sshd listens there
+        network.bridge_address(hosts_lab.net),  # the root namespace: no sshd listens there
         user="postgres",
         settings=SshSettings(known_hosts=str(hosts_lab.known_hosts), control_dir=str(control_dir)),
     )

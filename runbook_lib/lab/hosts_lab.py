@@ -115,13 +115,13 @@ class HostsLab:
         return self.hosts.index(name)
 
     def address(self, name: str) -> str:
-        return network.host_address(self._net, self._check_host(name))
+        return network.host_address(self.net, self._check_host(name))
 
     def addresses(self) -> dict[str, str]:
         return {name: self.address(name) for name in self.hosts}
 
     @property
-    def _net(self):
+    def net(self):
         return network.check_subnet_format(self.subnet)
 
     def netns(self, name: str) -> str:
@@ -283,9 +283,9 @@ def _build(lab: HostsLab) -> None:
     lab.save()
     _write_passfile(lab, secrets.token_urlsafe(18))
     _make_keys(lab)
-    network.create_bridge(network.bridge_name(lab.tag), lab._net)
+    network.create_bridge(network.bridge_name(lab.tag), lab.net)
     for index, name in enumerate(lab.hosts):
-        network.create_host_link(lab.tag, index, name, lab._net)
+        network.create_host_link(lab.tag, index, name, lab.net)
         lab.sshd_pids[name] = _start_sshd(lab, name)
         lab.save()
     for name in lab.hosts:
