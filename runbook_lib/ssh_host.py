@@ -46,6 +46,7 @@ DEFAULT_CONTROL_PERSIST_S = 60
 ALIVE_INTERVAL_S = 5
 ALIVE_COUNT = 3
 SSH_ERROR_STATUS = 255
+MAX_CONTROL_DIR_CHARS = 48  # + "/" + %C (40 hex) + ssh's temporary suffix (17) <= 107
 
 _TARGET = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)(?::(?P<port>\d+))?$"
@@ -163,6 +164,12 @@ def short_name(hostname: str) -> str:
 def private_control_dir(path: str | None = None) -> str:
     """The directory of control sockets: ours, mode 0700, a real directory (not a link)."""
     path = path or f"/tmp/runbook-ssh-{os.geteuid()}"
+    if len(path) > MAX_CONTROL_DIR_CHARS:
+        raise ConfigurationError(
+            f"{path} is too long for SSH control sockets (a socket path holds at most 107 "
+            f"bytes, the socket name takes 58): choose a directory of at most "
+            f"{MAX_CONTROL_DIR_CHARS} characters"
+        )
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     st = os.lstat(path)
@@ -206,14 +213,18 @@ while not os.path.exists(p):
 print(shutil.disk_usage(p).free)
 """
 _PY_PID = """import os, sys
+pid = int(sys.argv[1])
 try:
-    os.kill(int(sys.argv[1]), 0)
+    os.kill(pid, 0)
 except ProcessLookupError:
-    print("dead")
+    print("dead"); sys.exit()
 except PermissionError:
-    print("alive")
-else:
-    print("alive")
+    pass
+try:
+    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+except (OSError, IndexError):
+    state = "?"
+print("dead" if state in ("Z", "X") else "alive")
 """
 _SH_WHICH = 'for p; do command -v "$p" || echo "MISSING $p"; done; exit 0'
 
@@ -463,15 +474,16 @@ class SshHost:
 
     # -- preflight ------------------------------------------------------------------------
 
-    def check_reachable(self) -> str:
+    def check_reachable(self, timeout_s: float | None = None) -> str:
         """Log in and run `true`; a clear error (nothing changed) when that fails. Returns
-        the login name."""
-        timeout = self.settings.connect_timeout_s + ALIVE_INTERVAL_S * ALIVE_COUNT
+        the login name. The default timeout covers a new connection's ConnectTimeout and a
+        control master noticing its link is dead."""
+        timeout = timeout_s or self.settings.connect_timeout_s + ALIVE_INTERVAL_S * ALIVE_COUNT
         try:
             self._ssh(["true"], timeout_s=timeout)
         except subprocess.TimeoutExpired:
             raise HostUnreachable(
-                f"{self.name} ({self.target}) did not answer over SSH within {timeout} s; "
+                f"{self.name} ({self.target}) did not answer over SSH within {timeout:g} s; "
                 "check the network and that sshd runs there"
             ) from None
         except SshFailed as exc:
@@ -635,6 +647,7 @@ class SshHost:
         return int(self._python(_PY_FREE, self._abs(path)).stdout.strip())
 
     def pid_alive(self, pid: int) -> bool:
+        """Whether the process exists and is not a zombie (an exited child nobody reaped)."""
         return self._python(_PY_PID, str(int(pid))).stdout.strip() == "alive"
 
     def is_root(self) -> bool:
