@@ -96,6 +96,15 @@ class BootstrapConfig:
         return self.control.with_dbname("postgres")
 
     @property
+    def dump_dir(self) -> Path:
+        """Where the schema dump and restore lists are kept on this machine (pg_dump and
+        pg_restore run here): Bucardo's run directory when Bucardo runs here too, else a
+        private directory of ours named after the sync."""
+        if not self.bucardo_ssh:
+            return self.bucardo_rundir
+        return Path.home() / ".local" / "state" / "pg-runbooks" / f"bucardo-{self.sync}"
+
+    @property
     def effective_conflict_strategy(self) -> str:
         """The strategy given, or the default: a priority list with `here` first."""
         return self.conflict_strategy or f"{self.here} {self.there}"

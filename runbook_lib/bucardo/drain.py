@@ -88,9 +88,9 @@ def _check_ready(cfg: BootstrapConfig, bucardo: BucardoCtl) -> None:
         )
     if not _daemon_running(bucardo):
         raise PreconditionError(
-            f"the Bucardo daemon is not running (no live pid in {cfg.bucardo_rundir}/daemon; see "
-            f"{ctl.log_location(cfg)}); re-run the Bucardo objects step, which "
-            "starts it"
+            f"the Bucardo daemon is not running (no live pid in "
+            f"{ctl.daemon_dir(cfg.bucardo_rundir)}; see {ctl.log_location(cfg)}); re-run the "
+            "Bucardo objects step, which starts it"
         )
 
 

@@ -54,7 +54,7 @@ _MULTIWORD_DESC = (
 
 
 def dump_path(cfg: BootstrapConfig) -> Path:
-    return cfg.bucardo_rundir / SCHEMA_DUMP
+    return cfg.dump_dir / SCHEMA_DUMP
 
 
 def libpq_env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
@@ -97,7 +97,7 @@ def source_database_info(cfg: BootstrapConfig) -> dict:
 def dump_schema(cfg: BootstrapConfig) -> Path:
     """pg_dump --schema-only -Fc of the source (without schema bucardo) into the run directory
     (ours, 0711), readable by us only."""
-    LOCAL.make_dir(cfg.bucardo_rundir, mode=0o711)
+    LOCAL.make_dir(cfg.dump_dir, mode=0o711)
     path = dump_path(cfg)
     tmp = path.with_name(path.name + ".partial")
     LOCAL.remove_file(tmp)
@@ -108,7 +108,7 @@ def dump_schema(cfg: BootstrapConfig) -> Path:
 
 
 def restore_list_path(cfg: BootstrapConfig, section: str) -> Path:
-    return cfg.bucardo_rundir / f"restore-{section}.list"
+    return cfg.dump_dir / f"restore-{section}.list"
 
 
 def parse_toc_line(line: str) -> tuple[str, str, str] | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, drain, queue, settled
+from runbook_lib.bucardo import catalog, ctl, drain, queue, settled
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.inflight import KeyTracker, TableKeys, follow_until_proven
@@ -255,7 +255,7 @@ def _raise_unless_identical(cfg, table: pd.DataFrame, keys: pd.DataFrame, again,
             f"verify_timeout_s={cfg.verify_timeout_s:g} s: {still}. They changed in every round "
             f"(Bucardo now: {state!r}). Nothing is known to be lost: re-run this step (when the "
             "load is lower, or with a larger verify_timeout_s); if the sync is failing, see "
-            f"{cfg.bucardo_rundir}/daemon/log.bucardo ({detail})"
+            f"{ctl.log_location(cfg)} ({detail})"
         )
 
 
@@ -306,7 +306,7 @@ def both_directions(cfg: BootstrapConfig) -> StepResult:
             except Exception as exc:
                 raise PreconditionError(
                     f"a row written on {name} did not reach {other_name} within "
-                    f"{MARKER_TIMEOUT_S} s; see {cfg.bucardo_rundir}/daemon/log.bucardo"
+                    f"{MARKER_TIMEOUT_S} s; see {ctl.log_location(cfg)}"
                 ) from exc
         rows.append(
             {

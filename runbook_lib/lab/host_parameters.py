@@ -56,8 +56,6 @@ def bucardo_bootstrap_parameters(lab: HostsLab) -> dict[str, Any]:
         "copy_jobs": 2,
         "drain_timeout_s": 300,
         "verify_timeout_s": 300,
-        "here_ssh": lab.ssh_target("here"),
-        "there_ssh": lab.ssh_target("there"),
         "bucardo_ssh": lab.ssh_target("control", "root"),
         **ssh_parameters(lab),
     }
