@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--subnet", help="hosts lab: a free /24 of 198.18.0.0/15 (default: chosen)"
             )
+            p.add_argument(
+                "--srv-size", default="2g", help="hosts lab: size of each host's private /srv"
+            )
         if name in ("cut", "heal"):
             p.add_argument("host", help="here, there, control, primary, standby or archive")
         if name == "down":
