@@ -105,6 +105,15 @@ def test_preflight_refuses_a_bucardo_host_without_bucardo(lab):
     ctl.control_host.cache_clear()
 
 
+def test_dry_run_shows_each_bucardo_command_on_the_control_host(lab):
+    cfg = config_of(lab)
+    runbook = bb.make_runbook(cfg, dry_run=True)
+    plans = "\n".join(repr(runbook.run(n)) for n in ("bucardo_objects", "enable_and_drain"))
+    shown = [line.strip() for line in plans.splitlines() if "/usr/bin/bucardo " in line]
+    assert shown and all(line.startswith("on control: runuser -u bucardo -- ") for line in shown)
+    nothing_changed(cfg)
+
+
 def cut_once_draining(lab: hosts_lab_module.HostsLab, cfg: bb.BootstrapConfig) -> threading.Thread:
     """Cut `there` off the network as soon as the drain switches autokick on, heal it later."""
     cut_at: list[float] = []
