@@ -14,6 +14,16 @@ from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.redaction import redact
 
 CONNECT_TIMEOUT_S = 10
+# A server cut off the network (no reset, packets lost) would leave a query waiting for the
+# kernel's retransmission limit, about 15 minutes: probe an idle connection after 5 s, every 2 s,
+# give up after 3 lost probes, and drop unacknowledged sends after 15 s.
+DEAD_PEER_SETTINGS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psy
     """Open an autocommit dict-row connection, or raise PreconditionError saying why not."""
     try:
         conn = psycopg.connect(
-            **endpoint.conninfo_kwargs(),
+            **{**DEAD_PEER_SETTINGS, **endpoint.conninfo_kwargs()},  # the operator's own win
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT_S,

@@ -20,6 +20,7 @@ from test_bucardo_bootstrap import assert_same_everywhere, outputs_text, run_ste
 
 from runbook_lib import bucardo as bb
 from runbook_lib.bucardo import ctl
+from runbook_lib.compare.session import APPLICATION_NAME as COMPARE_APPLICATION
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
 from runbook_lib.execute import run_notebook
@@ -196,3 +197,41 @@ def test_verify_passes_after_the_partition_healed(bootstrapped):
     cfg, _, _, _, _ = bootstrapped
     (result,) = run_steps(cfg, ["verify"])  # raises DataMismatch or NotProven otherwise
     assert "identical" in repr(result)
+
+
+def cut_once_comparing(lab: hosts_lab_module.HostsLab, cfg: bb.BootstrapConfig, seconds: float):
+    """Cut `there` off the network once verify's comparison reads `here`, heal it later."""
+    cut: list[bool] = []
+
+    def watch() -> None:
+        with connect(cfg.source) as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                reading = conn.execute(
+                    "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE application_name = %s",
+                    [COMPARE_APPLICATION],
+                ).fetchone()
+                if reading:
+                    hosts_lab_module.cut(lab.root, "there")
+                    cut.append(True)
+                    time.sleep(seconds)
+                    hosts_lab_module.heal(lab.root, "there")
+                    return
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, cut
+
+
+def test_verify_cut_off_mid_comparison_starts_again_and_passes(lab, bootstrapped):
+    cfg, _, _, _, _ = bootstrapped
+    watcher, cut = cut_once_comparing(lab, cfg, seconds=12)
+    try:
+        result = bb.verify_databases(cfg, progress=False)
+    finally:
+        watcher.join(timeout=60)
+        hosts_lab_module.heal(lab.root, "there")
+    assert cut, "the target's host was cut while verify compared"
+    assert result.summary.startswith("identical")
+    assert "started again after 1 lost connection(s)" in result.summary

@@ -10,11 +10,13 @@ key is proven equal."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 
 import pandas as pd
+import psycopg
 
 from runbook_lib.bucardo import catalog, ctl, drain, queue, settled
 from runbook_lib.bucardo.config import BootstrapConfig
@@ -27,6 +29,8 @@ from runbook_lib.compare.result import Comparison, DataMismatch
 from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError, RunbookError, WaitTimeout
 from runbook_lib.waiting import wait_until
+
+log = logging.getLogger("runbook_lib")
 
 MARKER_TIMEOUT_S = 60
 MAX_KEYS_FOLLOWED = 20_000  # per table and comparison; more: compared again once caught up
@@ -179,14 +183,62 @@ def _key_rows(tracker: KeyTracker, verdicts: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["table", "key", "differs in", "verdict", "why"])
 
 
+def lost_connection(exc: BaseException) -> bool:
+    """A master restarted, crashed or cut off the network mid-step (not a query's own error)."""
+    cause = exc.__cause__ if isinstance(exc, PreconditionError) else exc
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    state = cause.sqlstate or ""
+    return not state or state.startswith(("08", "57P"))
+
+
+def _wait_reachable(cfg: BootstrapConfig, deadline: float) -> None:
+    def both() -> bool:
+        try:
+            for ep in cfg.databases().values():
+                connect(ep, application_name="runbook_bucardo_verify").close()
+        except PreconditionError:
+            return False
+        return True
+
+    wait_until(
+        both,
+        what=f"{cfg.here} and {cfg.there} to be reachable again",
+        timeout_s=max(1.0, deadline - time.monotonic()),
+        interval_s=1.0,
+    )
+
+
 def verify_databases(
     cfg: BootstrapConfig, *, progress: bool = True, kick: bool = True
 ) -> StepResult:
     """Compare every replicated table on both masters under load; raise unless every differing
     key is proven to be a change in flight. kick=False (a dry run) neither kicks Bucardo nor
-    holds any row still."""
+    holds any row still. A connection lost on the way (a restart, a network cut) starts the
+    comparison again once both masters answer, within verify_timeout_s."""
     started = time.monotonic()
     deadline = started + cfg.verify_timeout_s
+    lost: list[str] = []
+    while True:
+        try:
+            result = _verify_once(cfg, started, deadline, progress, kick)
+        except (psycopg.OperationalError, PreconditionError) as exc:
+            if not lost_connection(exc) or time.monotonic() >= deadline:
+                raise
+            lost.append(str(exc).strip().splitlines()[0])
+            log.warning("verify: %s; starting again once both masters answer", lost[-1])
+            _wait_reachable(cfg, deadline)
+            continue
+        if lost:
+            result.summary += (
+                f"; started again after {len(lost)} lost connection(s) (first: {lost[0]})"
+            )
+        return result
+
+
+def _verify_once(
+    cfg: BootstrapConfig, started: float, deadline: float, progress: bool, kick: bool
+) -> StepResult:
     tables = [t for t in replicated_tables(cfg) if t != MARKER_TABLE]
     outcomes: dict[str, TableOutcome] = {}
     with KeyTracker(cfg, (cfg.here, cfg.there), hold=kick) as tracker:
