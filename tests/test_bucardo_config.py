@@ -111,10 +111,19 @@ def test_rundir_must_be_absolute():
 
 def test_bucardo_ssh_is_empty_or_an_ssh_target():
     assert validate_parameters(**good()).bucardo_ssh == ""
-    assert validate_parameters(**(good() | {"bucardo_ssh": "bucardo@db3.example.com"})).bucardo_ssh
+    remote = {"bucardo_ssh": "bucardo@db3.example.com", "pghost": "db1", "bucardo_host": "db3"}
+    assert validate_parameters(**(good() | remote)).bucardo_ssh
     for bad in ("-oProxyCommand=x", "db3 ls", "a@b@c", "user@"):
         with pytest.raises(ConfigurationError, match="bucardo_ssh"):
             validate_parameters(**(good() | {"bucardo_ssh": bad}))
+
+
+def test_with_bucardo_elsewhere_loopback_addresses_are_refused():
+    remote = good() | {"bucardo_ssh": "root@db3", "pghost": "db1", "bucardo_host": "db3"}
+    for name in ("pghost", "pghost2", "bucardo_host"):
+        for loopback in ("localhost", "127.0.0.1", "::1", "/var/run/postgresql"):
+            with pytest.raises(ConfigurationError, match=f"{name}=.*would reach its own machine"):
+                validate_parameters(**(remote | {name: loopback}))
 
 
 def test_restore_list_lines_are_parsed_with_multiword_kinds():

@@ -119,6 +119,13 @@ class BootstrapConfig:
         return {self.here: self.source, self.there: self.target}
 
 
+def _this_machine_only(host: Any) -> bool:
+    """A name that means a different machine on every host: loopback, or a socket directory."""
+    if not isinstance(host, str):
+        return False
+    return host == "localhost" or host.startswith(("127.", "/")) or host == "::1"
+
+
 def ssh_target_problems(name: str, value: Any) -> list[str]:
     """Empty (this machine) or an SSH target ssh cannot mistake for an option."""
     if value == "":
@@ -205,6 +212,14 @@ def _problems(p: dict[str, Any]) -> list[str]:
         if len(set(tables)) != len(tables):
             problems.append("tables: a table is listed twice")
     problems += ssh_target_problems("bucardo_ssh", p["bucardo_ssh"])
+    if p["bucardo_ssh"]:
+        for name in ("pghost", "pghost2", "bucardo_host"):
+            if _this_machine_only(p[name]):
+                problems.append(
+                    f"{name}={p[name]!r} with bucardo_ssh={p['bucardo_ssh']!r}: Bucardo's daemon "
+                    "on that host would reach its own machine; give an address both this "
+                    "machine and Bucardo's host reach"
+                )
     for name in ("ssh_config", "ssh_known_hosts", "ssh_identity_file"):
         value = p[name]
         check(
