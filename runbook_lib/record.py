@@ -95,12 +95,16 @@ def record_result(step: str, result: Any) -> list[Path]:
         fields = {
             f.name: getattr(result, f.name)
             for f in dataclasses.fields(result)
-            if not _is_frame(getattr(result, f.name))
+            if not _is_frame(getattr(result, f.name)) and not _holds_frames(getattr(result, f.name))
         }
         path = out / f"{_safe_name(step)}.summary.json"
         write_json(path, fields)
         written.append(path)
     return written
+
+
+def _holds_frames(value: Any) -> bool:
+    return isinstance(value, dict) and any(_is_frame(v) for v in value.values())
 
 
 def _is_frame(value: Any) -> bool:
@@ -111,9 +115,12 @@ def _frames(result: Any) -> list[tuple[str, Any]]:
     if _is_frame(result):
         return [("", result)]
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return [
-            (f.name, getattr(result, f.name))
-            for f in dataclasses.fields(result)
-            if _is_frame(getattr(result, f.name))
-        ]
+        found = []
+        for f in dataclasses.fields(result):
+            value = getattr(result, f.name)
+            if _is_frame(value):
+                found.append((f.name, value))
+            elif isinstance(value, dict):  # a step's named tables (StepResult.tables)
+                found += [(str(k), v) for k, v in value.items() if _is_frame(v)]
+        return found
     return []
