@@ -42,26 +42,34 @@ CHUNK = 1 << 20
 # copy_file_range is not available here: copy with read and write instead
 NO_COPY_FILE_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM)
 
-USAGE = f"""usage: {PROG} --archive DIR [--no-fsync] [--ssh HOST [--ssh-option OPT]...
-       [--ssh-program PATH] [--remote-program PATH]] WALPATH WALFILE
+USAGE = f"""usage: {PROG} --archive DIR [--no-fsync] [SSH] WALPATH WALFILE
+       {PROG} --archive DIR --ssh HOST [SSH] --fetch WALFILE DEST
+       {PROG} --archive DIR [SSH] --cleanup-before WALFILE
        {PROG} --archive DIR [--no-fsync] --receive WALFILE --size BYTES
        {PROG} --archive DIR --get WALFILE
 
 Archive WALPATH (%p) as DIR/WALFILE (%f): fsynced, atomic, never overwriting.
 
-  --archive DIR          the WAL archive (required; on HOST with --ssh)
-  --no-fsync             skip fsync (only for throwaway test setups)
-  --ssh HOST             the archive is on HOST ([user@]host): stream the segment there over
-                         ssh to this program run with --receive
-  --ssh-option OPT       one more argument for ssh, such as -F/etc/ssh/archive_config
-                         (repeatable)
-  --ssh-program PATH     the OpenSSH client (default /usr/bin/ssh)
-  --remote-program PATH  this program on HOST (default: the same path as here)
-  --receive WALFILE      read WALFILE's BYTES bytes from stdin into DIR (the far end of --ssh)
-  --size BYTES           with --receive: how many bytes to expect (fewer is a failure)
-  --get WALFILE          write DIR/WALFILE to stdout (exit 1 when it is not there)
+  --archive DIR            the WAL archive (required; on HOST with --ssh)
+  --no-fsync               skip fsync (only for throwaway test setups)
+  --fetch WALFILE DEST     a restore_command (%f %p): copy WALFILE from the archive on HOST to
+                           DEST, atomically and never over an existing DEST (exit 1: not there)
+  --cleanup-before WALFILE an archive_cleanup_command (%r): remove archived segments older than
+                           WALFILE, as pg_archivecleanup does
+  --receive WALFILE        read WALFILE's BYTES bytes from stdin into DIR (far end of --ssh)
+  --size BYTES             with --receive: how many bytes to expect (fewer is a failure)
+  --get WALFILE            write DIR/WALFILE to stdout (far end of --fetch; exit 1: not there)
+  --segment-size BYTES     with --fetch: a segment must have this size (default 16777216)
 
-exit status: 0 archived or already archived with identical content, 1 failed, 2 bad arguments
+SSH, when the archive is on another machine (no shared file system):
+  --ssh HOST               [user@]host of the archive: the work is done there by this program
+  --ssh-option OPT         one more argument for ssh, such as -F/etc/ssh/archive_config
+                           (repeatable)
+  --ssh-program PATH       the OpenSSH client (default /usr/bin/ssh)
+  --remote-program PATH    this program on HOST (default: the same path as here)
+
+exit status: 0 archived or already archived with identical content (fetched, cleaned up),
+1 failed or not found, 2 bad arguments
 """
 
 
@@ -86,12 +94,16 @@ VALUE_OPTIONS = {
     "--receive": "receive",
     "--size": "size",
     "--get": "get",
+    "--cleanup-before": "cleanup_before",
+    "--segment-size": "segment_size",
 }
+MODES = ("receive", "get", "cleanup_before", "fetch")
 
 
 class Args:
     def __init__(self):
         self.archive = self.ssh = self.receive = self.size = self.get = None
+        self.cleanup_before, self.fetch, self.segment_size = None, None, str(16 * 1024 * 1024)
         self.ssh_program, self.remote_program = "/usr/bin/ssh", None
         self.ssh_options, self.fsync, self.positional = [], True, []
 
@@ -108,6 +120,8 @@ def parse_args(argv):
         name, eq, value = arg.partition("=")
         if arg == "--no-fsync":
             args.fsync = False
+        elif arg == "--fetch":
+            args.fetch = True
         elif name in VALUE_OPTIONS or name == "--ssh-option":
             if not eq:
                 if i >= len(argv):
@@ -128,20 +142,32 @@ def parse_args(argv):
 def check_args(args):
     if not args.archive:
         raise Usage("--archive DIR is required")
-    modes = [m for m in (args.receive, args.get) if m is not None]
-    if len(modes) > 1 or (modes and (args.ssh or args.positional)):
-        raise Usage("--receive, --get and WALPATH WALFILE exclude one another")
-    if args.receive is not None:
+    modes = [m for m in MODES if getattr(args, m) is not None]
+    if len(modes) > 1:
+        raise Usage("--receive, --get, --fetch and --cleanup-before exclude one another")
+    mode = modes[0] if modes else "archive"
+    if mode in ("receive", "get") and args.ssh:
+        raise Usage(f"--{mode} is the far end of --ssh: it works on its own disk")
+    if mode == "fetch" and not args.ssh:
+        raise Usage("--fetch needs --ssh HOST (a local archive is read by runbook-restore-wal)")
+    wanted = {"archive": 2, "fetch": 2}.get(mode, 0)
+    if len(args.positional) != wanted:
+        raise Usage(f"expected {wanted} arguments, got {len(args.positional)}")
+    if mode == "receive":
         if args.size is None or not args.size.isdigit():
             raise Usage("--receive needs --size BYTES")
         args.size = int(args.size)
-        args.walfile = args.receive
-    elif args.get is not None:
-        args.walfile = args.get
-    elif len(args.positional) != 2:
-        raise Usage(f"expected WALPATH WALFILE, got {len(args.positional)} arguments")
-    else:
-        args.walpath, args.walfile = args.positional
+    if not args.segment_size.isdigit():
+        raise Usage("--segment-size needs a number of bytes")
+    args.segment_size = int(args.segment_size)
+    args.mode = mode
+    args.walfile = {
+        "archive": args.positional[-1:] and args.positional[-1],
+        "fetch": args.positional[:1] and args.positional[0],
+        "receive": args.receive,
+        "get": args.get,
+        "cleanup_before": args.cleanup_before,
+    }[mode]
     if not args.walfile or "/" in args.walfile or args.walfile[0] == ".":
         raise Usage(f"WALFILE must be a plain file name, got {args.walfile!r}")
     return args
@@ -301,10 +327,11 @@ def fsync_dir(path):
 
 
 def archive_local(args):
+    walpath = args.positional[0]
     dest = os.path.join(args.archive, args.walfile)
     if os.path.lexists(dest):
-        return already_there(same_content(args.walpath, dest), dest)
-    fdin = os.open(args.walpath, os.O_RDONLY)
+        return already_there(same_content(walpath, dest), dest)
+    fdin = os.open(walpath, os.O_RDONLY)
     try:
         size = os.fstat(fdin).st_size
         return store(
@@ -339,7 +366,27 @@ def get(args):
         os.close(fdin)
 
 
-# ----- the primary's side of --ssh
+HEX = frozenset("0123456789ABCDEF")
+
+
+def segment_name(name):
+    """A WAL segment's file name (24 hex digits), or a .partial one (pg_archivecleanup's rule)."""
+    return len(name) in (24, 32) and set(name[:24]) <= HEX and name[24:] in ("", ".partial")
+
+
+def cleanup_before(args):
+    """Remove archived segments older than WALFILE (of any timeline), like pg_archivecleanup."""
+    limit = args.walfile[8:24]
+    for name in os.listdir(args.archive):
+        if segment_name(name) and name[8:24] < limit:
+            try:  # noqa: SIM105 (contextlib would cost start-up time)
+                os.unlink(os.path.join(args.archive, name))
+            except FileNotFoundError:
+                pass
+    return EXIT_OK
+
+
+# ----- the near side of --ssh: the work is done on the archive's machine
 
 
 def shell_quote(word):
@@ -348,53 +395,87 @@ def shell_quote(word):
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
-def remote_argv(args, size):
+def ssh_argv(args, *words):
     remote = args.remote_program or os.path.abspath(sys.argv[0])
-    words = [remote, "--archive", args.archive, "--receive", args.walfile, "--size", str(size)]
-    if not args.fsync:
-        words.append("--no-fsync")
-    return [args.ssh_program, *SSH_DEFAULTS, *args.ssh_options, "--", args.ssh,
-            " ".join(shell_quote(w) for w in words)]  # fmt: skip
+    line = " ".join(shell_quote(w) for w in (remote, "--archive", args.archive, *words))
+    return [args.ssh_program, *SSH_DEFAULTS, *args.ssh_options, "--", args.ssh, line]
 
 
-def send_over_ssh(args):
-    fdin = os.open(args.walpath, os.O_RDONLY)
+def over_ssh(argv, stdin=None, stdout=None):
+    """Run ssh with these descriptors as its stdin and stdout; its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd, target in ((stdin, 0), (stdout, 1)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
     try:
-        argv = remote_argv(args, os.fstat(fdin).st_size)
-        pid = os.fork()
-        if pid == 0:  # the child: ssh with the segment as its stdin
-            try:
-                os.dup2(fdin, 0)
-                os.execv(argv[0], argv)
-            finally:
-                os._exit(127)
-    finally:
-        os.close(fdin)
-    try:
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     except Interrupted:
         os.kill(pid, _signal.SIGTERM)
         os.waitpid(pid, 0)
         raise
-    if status == 0:
-        return EXIT_OK
+
+
+def ssh_failure(args, doing, status):
     what = "ssh could not connect or the connection broke" if status == 255 else "it failed"
-    say(
-        f"archiving {args.walfile} to {args.ssh}:{args.archive} failed (exit status {status}: "
-        f"{what}); the server retries, pg_wal keeps the segment meanwhile"
-    )
+    say(f"{doing} {args.ssh}:{args.archive} failed (exit status {status}: {what})")
     return EXIT_FAILED
 
 
+def send_over_ssh(args):
+    fdin = os.open(args.positional[0], os.O_RDONLY)
+    try:
+        words = ["--receive", args.walfile, "--size", str(os.fstat(fdin).st_size)]
+        status = over_ssh(ssh_argv(args, *words, *([] if args.fsync else ["--no-fsync"])), fdin)
+    finally:
+        os.close(fdin)
+    if status == 0:
+        return EXIT_OK
+    ssh_failure(args, f"archiving {args.walfile} to", status)
+    say("the server retries; pg_wal keeps the segment meanwhile")
+    return EXIT_FAILED
+
+
+def fetch(args):
+    """restore_command: WALFILE from the archive on HOST into DEST (never over it)."""
+    dest = args.positional[1]
+    tmp = os.path.join(os.path.dirname(dest), f".{args.walfile}.{os.uname().nodename}.tmp")
+    fd = None
+    try:
+        fd = open_temp(tmp)
+        status = over_ssh(ssh_argv(args, "--get", args.walfile), stdout=fd)
+        if status != 0:
+            return EXIT_FAILED if status == 1 else ssh_failure(args, "fetching from", status)
+        size = os.fstat(fd).st_size
+        if segment_name(args.walfile) and size != args.segment_size:
+            say(f"{args.walfile} from {args.ssh} has {size} bytes, not {args.segment_size}")
+            return EXIT_FAILED
+        os.link(tmp, dest)  # fails if DEST exists: never overwrite
+    finally:
+        remove_temp(tmp, fd)
+    return EXIT_OK
+
+
 def run(args):
-    if args.get is not None:
+    if args.mode == "get":
         return get(args)
+    if args.mode == "fetch":
+        return fetch(args)
     if args.ssh:
+        if args.mode == "cleanup_before":
+            status = over_ssh(ssh_argv(args, "--cleanup-before", args.walfile))
+            return EXIT_OK if status == 0 else ssh_failure(args, "cleaning up", status)
         return send_over_ssh(args)
     if not os.path.isdir(args.archive):
         say(f"archive directory {args.archive} does not exist or is not a directory")
         return EXIT_FAILED
-    return receive(args) if args.receive is not None else archive_local(args)
+    if args.mode == "cleanup_before":
+        return cleanup_before(args)
+    return receive(args) if args.mode == "receive" else archive_local(args)
 
 
 def main(argv=None):
@@ -408,12 +489,14 @@ def main(argv=None):
         catch_signals()
         return run(args)
     except Interrupted as exc:
-        say(f"stopped by signal {exc.args[0]} while archiving {args.walfile}; nothing left behind")
+        say(f"stopped by signal {exc.args[0]} while working on {args.walfile}; nothing left behind")
         return EXIT_FAILED
     except OSError as exc:
+        doing = {"archive": "archive", "receive": "archive"}.get(args.mode, args.mode)
         say(
-            f"cannot archive {args.walfile} into {args.archive}: {exc.strerror or exc} "
-            f"({exc.filename or args.walfile}); pg_wal keeps growing until this is fixed"
+            f"cannot {doing} {args.walfile} ({args.archive}): {exc.strerror or exc} "
+            f"({exc.filename or args.walfile})"
+            + ("; pg_wal keeps growing until this is fixed" if doing == "archive" else "")
         )
         return EXIT_FAILED
     except Exception as exc:  # never a traceback, never an exit status >= 126
