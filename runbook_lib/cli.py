@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import PreconditionError, RunbookError
 
 EXAMPLES = {
     "runbook": """examples:
@@ -23,10 +23,14 @@ EXAMPLES = {
   runbook lab status
   runbook lab workload --seconds 60 --rate 50
   runbook lab down --purge""",
-    "up": "example:\n  runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data",
+    "up": """examples:
+  runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data
+  runbook lab up --hosts --dir /tmp/hosts     # one network host per server, over SSH (root)""",
     "status": "example:\n  runbook lab status --dir /tmp/lab",
     "down": "example:\n  runbook lab down --purge    # stop every lab process, then delete .lab/",
     "restart": "example:\n  runbook lab restart primary",
+    "cut": "example:\n  runbook lab cut standby     # hosts lab: partition the standby's host",
+    "heal": "example:\n  runbook lab heal standby",
     "workload": """example:
   runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
     "runs": """examples:
@@ -99,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         ("down", "stop every process the lab started"),
         ("restart", "restart one lab server"),
         ("workload", "write to a lab server continuously, recording a ledger of commits"),
+        ("cut", "hosts lab: cut a host off the network (its link goes down)"),
+        ("heal", "hosts lab: bring a cut host's link back"),
     ):
         p = sub(lab_commands, name, help_)
         p.add_argument(
@@ -108,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB"
             )
+            p.add_argument(
+                "--hosts",
+                action="store_true",
+                help="one network host per server (namespaces, sshd, SSH), as root",
+            )
+            p.add_argument(
+                "--subnet", help="hosts lab: a free /24 of 198.18.0.0/15 (default: chosen)"
+            )
+        if name in ("cut", "heal"):
+            p.add_argument("host", help="here, there, control, primary, standby or archive")
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also delete the lab directory")
         if name == "restart":
@@ -177,9 +193,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lab(args: argparse.Namespace) -> int:
-    from runbook_lib.lab import lab
+def _hosts_lab(args: argparse.Namespace) -> int:
+    from runbook_lib.lab import hosts_lab
 
+    if args.lab_command == "up":
+        the_lab = hosts_lab.up(args.dir, scale=args.scale, subnet=args.subnet)
+        print(hosts_lab.status(the_lab.root).to_string(index=False))
+        print(
+            f"\nparameter files: {the_lab.parameters_dir}/  ssh: ssh -F {the_lab.ssh_config} HOST"
+        )
+    elif args.lab_command == "status":
+        print(hosts_lab.status(args.dir).to_string(index=False))
+    elif args.lab_command == "down":
+        hosts_lab.down(args.dir, purge=args.purge)
+        print(f"lab in {args.dir} removed" + (" with its directory" if args.purge else ""))
+    elif args.lab_command in ("cut", "heal"):
+        getattr(hosts_lab, args.lab_command)(args.dir, args.host)
+        print(f"{args.host}: link {'cut' if args.lab_command == 'cut' else 'healed'}")
+    elif args.lab_command == "restart":
+        hosts_lab.HostsLab.load(args.dir.absolute()).cluster(args.server).restart()
+        print(f"{args.server} restarted")
+    elif args.lab_command == "workload":
+        return _workload(args)
+    return 0
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from runbook_lib.lab import hosts_lab, lab
+
+    if getattr(args, "hosts", False) or hosts_lab.is_hosts_lab(args.dir):
+        return _hosts_lab(args)
+    if args.lab_command in ("cut", "heal"):
+        raise PreconditionError(f"lab {args.lab_command} needs a hosts lab (lab up --hosts)")
     if args.lab_command == "up":
         the_lab = lab.up(args.dir, scale=args.scale)
         print(lab.status(the_lab.root).to_string(index=False))
@@ -200,9 +245,10 @@ def _lab(args: argparse.Namespace) -> int:
 def _workload(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from runbook_lib.lab import lab, sample_data, workload
+    from runbook_lib.lab import hosts_lab, lab, sample_data, workload
 
-    the_lab = lab.Lab.load(args.dir.absolute())
+    loader = hosts_lab.HostsLab if hosts_lab.is_hosts_lab(args.dir) else lab.Lab
+    the_lab = loader.load(args.dir.absolute())
     ledger = args.ledger or the_lab.workload_dir / f"ledger-{datetime.now(UTC):%Y%m%dT%H%M%S}.jsonl"
     print(f"ledger: {ledger}", flush=True)
     summary = workload.run_workload(

@@ -26,17 +26,19 @@ def server_os_user() -> str | None:
 
 @dataclass
 class LocalCluster:
-    """A cluster whose data directory lives on `host`, listening on loopback only."""
+    """A cluster whose data directory lives on `host`, listening on `listen_address` only
+    (loopback unless the cluster is on a host of its own)."""
 
     name: str
     datadir: Path
     port: int
     logfile: Path
     superuser: str = "postgres"
-    host: LocalHost = field(default=LOCAL, repr=False)
+    host: LocalHost = field(default=LOCAL, repr=False)  # or an SshHost (ssh_host.py)
+    listen_address: str = LOOPBACK
 
     def endpoint(self, dbname: str = "postgres") -> Endpoint:
-        return Endpoint(LOOPBACK, self.port, dbname, self.superuser)
+        return Endpoint(self.listen_address, self.port, dbname, self.superuser)
 
     def pg_ctl_argv(self, *args: str) -> list[str]:
         """The pg_ctl command line for this cluster (run as the server's OS user)."""
@@ -85,7 +87,7 @@ class LocalCluster:
         """Set the lab's base settings plus `settings` in a conf file included last."""
         base = {
             "port": str(self.port),
-            "listen_addresses": f"'{LOOPBACK}'",
+            "listen_addresses": f"'{self.listen_address}'",
             "unix_socket_directories": "''",
             "fsync": "off",
             "logging_collector": "off",
@@ -114,8 +116,8 @@ class LocalCluster:
     def require_passwords(self) -> None:
         """Make every TCP connection (replication too) authenticate with scram-sha-256."""
         hba = (
-            f"host all all {LOOPBACK}/32 scram-sha-256\n"
-            f"host replication all {LOOPBACK}/32 scram-sha-256\n"
+            f"host all all {self.listen_address}/32 scram-sha-256\n"
+            f"host replication all {self.listen_address}/32 scram-sha-256\n"
         )
         self.host.write_text(self.datadir / "pg_hba.conf", hba, owner=server_os_user(), mode=0o600)
         if self.is_running():
@@ -137,7 +139,7 @@ class LocalCluster:
     def start(self) -> None:
         if self.is_running():
             return
-        if port_accepts(self.port):
+        if port_accepts(self.port, self.listen_address):
             raise PreconditionError(
                 f"port {self.port} is taken by another program; cluster {self.name} cannot start"
             )

@@ -64,6 +64,10 @@ class LocalHost:
             return list(argv)
         return ["runuser", "-u", user, "--", *argv]
 
+    def describe(self, argv: Sequence[str], user: str | None = None) -> str:
+        """How a plan shows the command (a remote host prefixes `on NAME: `)."""
+        return display_command(self.as_user(argv, user))
+
     def run(
         self,
         argv: Sequence[str],

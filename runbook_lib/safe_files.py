@@ -125,8 +125,42 @@ def _parent_fd(path: str) -> tuple[int, str]:
     return os.open(directory, DIR_FLAGS), name
 
 
+UNTRUSTED_EXIT = 3  # `*-trusted` ops: the directory is not only root's (or ours)
+
+
+def _owner_ids(owner: str) -> tuple[int, int]:
+    if owner == "-":
+        return -1, -1
+    import pwd
+
+    entry = pwd.getpwnam(owner)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _trusted(op: str, path: str, mode: int, owner: str) -> int:
+    """A write or mkdir done by us (root) in a directory only root or we control, the result
+    given to `owner` ("-": ours): what a local host does in-process, for a remote host."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        dir_fd = open_trusted_dir(directory)
+    except UntrustedDirectory as exc:
+        print(f"untrusted directory: {exc}", file=sys.stderr)
+        return UNTRUSTED_EXIT
+    try:
+        if op == "write-trusted":
+            write_at(dir_fd, name, sys.stdin.buffer.read(), mode, *_owner_ids(owner))
+        else:
+            print("created" if mkdir_at(dir_fd, name, mode, *_owner_ids(owner)) else "exists")
+    finally:
+        os.close(dir_fd)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """As another user: `write PATH MODE` (data on stdin) or `mkdir PATH MODE`."""
+    """As another user: `write PATH MODE` (data on stdin) or `mkdir PATH MODE`; on a remote
+    host as ourselves: `write-trusted|mkdir-trusted PATH MODE OWNER` (OWNER "-": ours)."""
+    if len(argv) == 4 and argv[0] in ("write-trusted", "mkdir-trusted"):
+        return _trusted(argv[0], argv[1], int(argv[2], 8), argv[3])
     if len(argv) != 3 or argv[0] not in ("write", "mkdir"):
         print("usage: write|mkdir PATH OCTAL_MODE", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
 packages=("postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" "postgresql-plperl-${PG_MAJOR}" bucardo python3
-    chromium)  # chromium: the browser tests drive JupyterLab in it (Python playwright)
+    chromium  # chromium: the browser tests drive JupyterLab in it (Python playwright)
+    openssh-server)  # openssh-server: one sshd per host of the network lab (`lab up --hosts`)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -29,6 +30,17 @@ echo "system packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine's package lists may be empty or stale: refresh them once, only when installing.
 apt-get update -qq
+# openssh-server's maintainer script starts an sshd listening on every address of the machine;
+# the lab runs its own sshd per namespace and wants none on the machine itself. When no
+# policy-rc.d exists (a container without init), one refusing only `ssh` is in place meanwhile.
+policy=/usr/sbin/policy-rc.d
+own_policy=false
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n[ "$1" = ssh ] && exit 101\nexit 0\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=true
+fi
+trap 'if [[ $own_policy == true ]]; then rm -f "$policy"; fi' EXIT
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian's postgresql package may start a 'main' cluster; the runbooks never use it, but leave
 # it as the package configured it: it is not ours to stop.

@@ -14,6 +14,7 @@ import pytest
 
 from runbook_lib import pgbin
 from runbook_lib.host import LOCAL
+from runbook_lib.lab import hosts_lab as hosts_lab_module
 from runbook_lib.lab import lab as lab_module
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,3 +136,46 @@ def lab_spot() -> Iterator[tuple[Path, int]]:
 def shared_lab(lab_factory: LabFactory) -> lab_module.Lab:
     """One lab for tests that only read, or write only to their own objects."""
     return lab_factory("shared")
+
+
+class HostsLabFactory:
+    """Makes hosts labs (network namespaces, sshd, PostgreSQL over SSH: needs root); removes
+    them at the end of the session, keeping their logs under test-logs/ when a test failed."""
+
+    def __init__(self) -> None:
+        self.parent = _lab_parent()
+        self.labs: list[hosts_lab_module.HostsLab] = []
+        self.failed = False
+
+    def __call__(self, name: str = "hosts", **options) -> hosts_lab_module.HostsLab:
+        if os.geteuid() != 0:
+            pytest.skip("a hosts lab needs root (network namespaces)")
+        root = self.parent / f"{name}-{len(self.labs)}"
+        the_lab = hosts_lab_module.up(root, **options)
+        self.labs.append(the_lab)
+        return the_lab
+
+    def close(self) -> None:
+        for the_lab in self.labs:
+            if self.failed and the_lab.sshd_pids:
+                keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{the_lab.root.name}"
+                the_lab.collect_logs(keep)
+            hosts_lab_module.down(the_lab.root, purge=True)
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hosts_lab_factory(request: pytest.FixtureRequest) -> Iterator[HostsLabFactory]:
+    """Session-wide maker of hosts labs: `hosts_lab_factory("name", servers=(...))`."""
+    factory = HostsLabFactory()
+    yield factory
+    factory.failed = bool(request.config.stash.get(_FAILED, []))
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def hosts_lab(hosts_lab_factory: HostsLabFactory) -> hosts_lab_module.HostsLab:
+    """One hosts lab for tests that only read or write their own objects: every host up,
+    PostgreSQL on here, there, control, primary. Its .pgpass is in the session's PGPASSFILE
+    when lab_factory is used too; otherwise use lab.endpoint(name), which names it."""
+    return hosts_lab_factory("shared-hosts")

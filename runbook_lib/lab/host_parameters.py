@@ -1,0 +1,136 @@
+"""Parameter files for the hosts lab: every server on its own host, reached over SSH.
+
+`<server>_ssh` names how to reach a server's machine (`postgres@primary`, resolved through the
+lab's ssh_config given as `ssh_config`); addresses are the hosts' own. hosts.yaml lists every
+host with its address, SSH targets and private directories, for tests and people alike.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from runbook_lib.host import LOCAL
+from runbook_lib.lab import sample_data
+
+if TYPE_CHECKING:
+    from runbook_lib.lab.hosts_lab import HostsLab
+
+
+def ssh_parameters(lab: HostsLab) -> dict[str, Any]:
+    return {
+        "ssh_config": str(lab.ssh_config),
+        "ssh_known_hosts": str(lab.known_hosts),
+        "ssh_identity_file": str(lab.identity_file),
+    }
+
+
+def bucardo_bootstrap_parameters(lab: HostsLab) -> dict[str, Any]:
+    from runbook_lib.lab.hosts_lab import PG_PORT
+
+    return {
+        "pgdatabase": sample_data.SAMPLE_DBNAME,
+        "pghost": lab.address("here"),
+        "pgport": PG_PORT,
+        "pghost2": lab.address("there"),
+        "pgport2": PG_PORT,
+        "pgsuperuser": "postgres",
+        "bucardouser": "bucardo",
+        "here": "here",
+        "there": "there",
+        "tables": [],
+        "schemas": list(sample_data.SAMPLE_SCHEMAS),
+        "relgroup": "widgets_rels",
+        "dbgroup": "widgets_dbs",
+        "sync": "widgets_sync",
+        "bucardo_host": lab.address("control"),
+        "bucardo_port": PG_PORT,
+        "bucardo_dbname": "bucardo",
+        "bucardo_rundir": lab.bucardo_dir,
+        "bucardo_os_user": "bucardo",
+        "copy_roles": False,
+        "conflict_strategy": "",
+        "sequence_strategy": "interleave",
+        "copy_jobs": 2,
+        "drain_timeout_s": 300,
+        "verify_timeout_s": 300,
+        "here_ssh": lab.ssh_target("here"),
+        "there_ssh": lab.ssh_target("there"),
+        "bucardo_ssh": lab.ssh_target("control", "root"),
+        **ssh_parameters(lab),
+    }
+
+
+def warm_standby_parameters(lab: HostsLab) -> dict[str, Any]:
+    from runbook_lib.lab.hosts_lab import PG_DIR, PG_PORT
+
+    cli = [sys.executable, "-m", "runbook_lib.cli"]
+    restart = [*cli, "lab", "restart", "primary", "--dir", str(lab.root)]
+    return {
+        "primary_host": lab.address("primary"),
+        "primary_port": PG_PORT,
+        "pgsuperuser": "postgres",
+        "pgdatabase": sample_data.SAMPLE_DBNAME,
+        "archive_dir": lab.archive_dir,
+        "standby_datadir": f"{PG_DIR}/data",
+        "standby_port": PG_PORT,
+        "mode": "standby",
+        "trigger_file": f"{PG_DIR}/failover.trigger",
+        "archive_timeout_s": 10,
+        "restart_primary_command": restart,
+        "hot_standby": True,
+        "failover_drill": True,
+        "archive_cleanup": True,
+        "compare_schemas": list(sample_data.SAMPLE_SCHEMAS),
+        "server_python": "/usr/bin/python3",
+        "observe_s": 10,
+        "replay_timeout_s": 60,
+        "promote_timeout_s": 30,
+        "dry_run": False,
+        "primary_ssh": lab.ssh_target("primary"),
+        "standby_ssh": lab.ssh_target("standby"),
+        "standby_address": lab.address("standby"),
+        "archive_ssh": lab.ssh_target("archive"),
+        "archive_address": lab.address("archive"),
+        **ssh_parameters(lab),
+    }
+
+
+def hosts_table(lab: HostsLab) -> dict[str, Any]:
+    from runbook_lib.lab.hosts_lab import DATADIR, PG_PORT
+
+    hosts = {}
+    for name in lab.hosts:
+        hosts[name] = {
+            "address": lab.address(name),
+            "ssh": lab.ssh_target(name),
+            "ssh_root": lab.ssh_target(name, "root"),
+            "netns": lab.netns(name),
+            "postgresql": {"port": PG_PORT, "datadir": DATADIR} if name in lab.servers else None,
+        }
+    return {
+        "subnet": lab.subnet,
+        "passfile": str(lab.passfile),
+        **ssh_parameters(lab),
+        "hosts": hosts,
+    }
+
+
+def write_parameter_files(lab: HostsLab) -> None:
+    files = {
+        "bucardo_bootstrap.yaml": bucardo_bootstrap_parameters(lab),
+        "warm_standby.yaml": warm_standby_parameters(lab),
+        "hosts.yaml": hosts_table(lab),
+    }
+    for name, params in files.items():
+        header = (
+            f"# Written by `runbook lab up --hosts` for the lab in {lab.root}: one network host\n"
+            f"# per server in {lab.subnet}, reached over SSH (ssh -F {lab.ssh_config} HOST).\n"
+            "# Paths of servers are paths on their own host. Passwords are in:\n"
+            f"#   export PGPASSFILE={lab.passfile}\n"
+        )
+        LOCAL.write_text(
+            lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False)
+        )
