@@ -66,7 +66,8 @@ SSH, when the archive is on another machine (no shared file system):
   --ssh-option OPT         one more argument for ssh, such as -F/etc/ssh/archive_config
                            (repeatable)
   --ssh-program PATH       the OpenSSH client (default /usr/bin/ssh)
-  --remote-program PATH    this program on HOST (default: the same path as here)
+  --remote-program PATH    this program on HOST (default: the same path as here), run there
+                           with the same python3 as here
 
 exit status: 0 archived or already archived with identical content (fetched, cleaned up),
 1 failed or not found, 2 bad arguments
@@ -397,7 +398,9 @@ def shell_quote(word):
 
 def ssh_argv(args, *words):
     remote = args.remote_program or os.path.abspath(sys.argv[0])
-    line = " ".join(shell_quote(w) for w in (remote, "--archive", args.archive, *words))
+    python = [sys.executable or "/usr/bin/python3", "-I", "-S"]  # the same interpreter there
+    words = (*python, remote, "--archive", args.archive, *words)
+    line = " ".join(shell_quote(w) for w in words)
     return [args.ssh_program, *SSH_DEFAULTS, *args.ssh_options, "--", args.ssh, line]
 
 

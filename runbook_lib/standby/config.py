@@ -49,21 +49,33 @@ class StandbyConfig:
     archive_ssh: str = ""
     archive_server_ssh: str = ""
     archive_shared: bool = False
-    standby_host: str = LOOPBACK
+    standby_address: str = LOOPBACK
     standby_listen_addresses: str = ""
     server_ssh_options: tuple[str, ...] = ()
+    ssh_config: str = ""
+    ssh_known_hosts: str = ""
+    ssh_identity_file: str = ""
+
+    @property
+    def ssh_settings(self) -> dict[str, str]:
+        """How the notebook's SSH finds its config, known hosts and key ("" : ssh's own)."""
+        return {
+            "ssh_config": self.ssh_config,
+            "known_hosts": self.ssh_known_hosts,
+            "identity_file": self.ssh_identity_file,
+        }
 
     @cached_property
     def primary_os_host(self) -> LocalHost:
-        return host_for(self.primary_ssh)
+        return host_for(self.primary_ssh, self.ssh_settings)
 
     @cached_property
     def standby_os_host(self) -> LocalHost:
-        return host_for(self.standby_ssh)
+        return host_for(self.standby_ssh, self.ssh_settings)
 
     @cached_property
     def archive_os_host(self) -> LocalHost:
-        return host_for(self.archive_ssh)
+        return host_for(self.archive_ssh, self.ssh_settings)
 
     @property
     def archive_target(self) -> str:
@@ -93,7 +105,7 @@ class StandbyConfig:
 
     def standby(self, dbname: str | None = None) -> Endpoint:
         return Endpoint(
-            self.standby_host, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser
+            self.standby_address, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser
         )
 
     def standby_cluster(self) -> LocalCluster:
@@ -105,6 +117,7 @@ class StandbyConfig:
             logfile=datadir.parent / f"{datadir.name}.log",
             superuser=self.pgsuperuser,
             host=self.standby_os_host,
+            listen_address=self.standby_address,
         )
 
     @property
@@ -193,9 +206,12 @@ def validate(
     archive_ssh: str = "",
     archive_server_ssh: str = "",
     archive_shared: bool = False,
-    standby_host: str = LOOPBACK,
+    standby_address: str = LOOPBACK,
     standby_listen_addresses: str = "",
     server_ssh_options: list[str] | None = None,
+    ssh_config: str = "",
+    ssh_known_hosts: str = "",
+    ssh_identity_file: str = "",
     dry_run: bool = False,
     interactive: bool = False,
 ) -> StandbyConfig:
@@ -244,9 +260,12 @@ def validate(
         archive_ssh=check_ssh_target("archive_ssh", archive_ssh),
         archive_server_ssh=check_ssh_target("archive_server_ssh", archive_server_ssh),
         archive_shared=_bool("archive_shared", archive_shared),
-        standby_host=_address("standby_host", standby_host),
+        standby_address=_address("standby_address", standby_address),
         standby_listen_addresses=_listen("standby_listen_addresses", standby_listen_addresses),
         server_ssh_options=_argv(server_ssh_options, "server_ssh_options"),
+        ssh_config=_optional_path("ssh_config", ssh_config),
+        ssh_known_hosts=_optional_path("ssh_known_hosts", ssh_known_hosts),
+        ssh_identity_file=_optional_path("ssh_identity_file", ssh_identity_file),
     )
     if cfg.failover_drill and not cfg.hot_standby:
         raise ConfigurationError(
@@ -273,6 +292,10 @@ def validate(
             "for segments by looking into archive_dir; use mode standby with an archive host"
         )
     return cfg
+
+
+def _optional_path(name: str, value: Any) -> str:
+    return "" if value in (None, "") else str(_absolute(name, value))
 
 
 def _listen(name: str, value: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from runbook_lib import pgbin
 from runbook_lib.errors import ConfigurationError
-from runbook_lib.host import LOCAL, LocalHost
+from runbook_lib.host import LOCAL, LocalHost, display_command
 
 # [user@]host, as ssh takes it: no options, no spaces, no shell characters
 SSH_TARGET = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9_][A-Za-z0-9._:-]*$")
@@ -31,13 +31,22 @@ def machine(target: str) -> str:
     return target.rpartition("@")[2]
 
 
-def host_for(target: str) -> LocalHost:
-    """This machine for "", else the SSH host for target."""
-    if not target:
-        return LOCAL
-    from runbook_lib.host import SshHost  # type: ignore[attr-defined]
+def host_for(target: str, settings: dict[str, str]) -> LocalHost:
+    """This machine for "", else the SSH host for target (ssh_host.SshHost, with the
+    notebook's ssh_config, known hosts and key when given)."""
+    from runbook_lib import ssh_host
 
-    return SshHost(target)
+    return ssh_host.host_for(target, **{k: v or None for k, v in settings.items()})
+
+
+def on(host: LocalHost) -> str:
+    """The prefix of a plan line: which machine does it."""
+    return f"on {host.name}:"
+
+
+def shown(host: LocalHost, argv: list[str], user: str | None = None) -> str:
+    """A command as a plan shows it: `on db1: runuser -u postgres -- pg_ctl ...`."""
+    return f"{on(host)} {display_command(host.as_user(argv, user))}"
 
 
 def pg_program(host: LocalHost, name: str) -> str:

@@ -168,12 +168,12 @@ def check_standby(c: Checks) -> None:
             free_mb(host, datadir), need, "the base backup"
         ),
     )  # fmt: skip
-    port_ok = running or not port_accepts(cfg.standby_port, cfg.standby_host)
+    port_ok = running or not port_accepts(cfg.standby_port, cfg.standby_address)
     note = "the standby listens there already" if running else ""
     c.add(
         "standby_port free",
         port_ok,
-        f"{cfg.standby_host}:{cfg.standby_port}",
+        f"{cfg.standby_address}:{cfg.standby_port}",
         note or ("" if port_ok else "another program listens there"),
     )
     if cfg.waiting:

@@ -21,7 +21,7 @@ RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command 
 # precompiled by the server's python3, so each call skips compiling ~300 lines (about 1-2 ms of
 # the ~13 ms a 16 MB segment costs). A stale or missing .pyc only costs that time again.
 LAUNCHER = """\
-#!{python} -I -S
+#!{python} -IS
 \"\"\"{command}: installed by runbook_lib.standby; the code is {module}.py next to this file.\"\"\"
 import sys
 
