@@ -200,3 +200,43 @@ def test_archive_into_a_full_file_system_fails_and_leaves_no_temporary_file(
     assert result.returncode == 1
     assert "No space left on device" in result.stderr
     assert os.listdir(full_archive) == []
+
+
+def test_get_writes_an_archived_file_to_stdout_and_fails_when_absent(tmp_path: Path):
+    data = os.urandom(70_000)
+    (tmp_path / SEGMENT).write_bytes(data)
+    argv = [SERVER_PYTHON, "-I", "-S", wal_archive.__file__, "--archive", str(tmp_path)]
+    got = subprocess.run([*argv, "--get", SEGMENT], capture_output=True, timeout=30)
+    assert got.returncode == 0 and got.stdout == data
+    absent = subprocess.run([*argv, "--get", "00000002.history"], capture_output=True, timeout=30)
+    assert absent.returncode == 1 and absent.stdout == b""
+
+
+def test_cleanup_before_removes_older_segments_of_every_timeline_only(tmp_path: Path):
+    names = [
+        "000000010000000000000007",
+        "000000010000000000000008.partial",
+        "000000020000000000000008",
+        "000000020000000000000009",
+        "00000002.history",
+        "000000010000000000000007.00000028.backup",
+        "not-wal",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    result = archive_cmd("--archive", tmp_path, "--cleanup-before", "000000020000000000000009")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [
+            "000000010000000000000007.00000028.backup",
+            "000000020000000000000009",
+            "00000002.history",
+            "not-wal",
+        ]
+    )
+
+
+def test_fetch_needs_ssh_and_receive_refuses_it():
+    assert archive_cmd("--archive", "/a", "--fetch", SEGMENT, "pg_wal/x").returncode == 2
+    bad = archive_cmd("--archive", "/a", "--ssh", "h", "--receive", SEGMENT, "--size", "1")
+    assert bad.returncode == 2 and "far end" in bad.stderr
