@@ -6,6 +6,8 @@ cut for 30 s under load and healed, and a failover drill that proves no commit w
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,11 @@ import pytest
 from test_standby_integration import ledger_before, marker_on, start_workload, stop_workload
 
 from runbook_lib import standby
+from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.errors import RunbookError
 from runbook_lib.execute import run_notebook
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import hosts_lab as hosts_lab_module
 from runbook_lib.lab.host_parameters import warm_standby_parameters
 from runbook_lib.lab.hosts_lab import HostsLab
@@ -211,3 +215,22 @@ def test_notebook_across_hosts_survives_a_cut_archive_host_and_fails_over_withou
     archived = lab.host("archive").list_dir(lab.archive_dir)
     assert "00000002.history" in archived, "the promoted standby archives to the archive's host"
     assert not [n for n in archived if n.startswith(".")], "no temporary file left"
+
+
+def test_preflight_checks_that_a_shared_archive_is_one_directory_on_every_machine(lab):
+    shared = values(lab, archive_shared=True, archive_server_ssh="")
+    message = refused(lab, shared, "archive_dir shared")  # /srv is private to each host
+    assert "not the same directory" in message
+
+    # outside the hosts' private trees every namespace sees the same files, as with a share
+    parent = Path(tempfile.mkdtemp(prefix="runbook-shared-", dir="/var/tmp"))
+    try:
+        parent.chmod(0o755)
+        archive = parent / "archive"
+        LOCAL.make_dir(archive, owner=server_os_user(), mode=0o700)
+        checks = standby.preflight(standby.validate(**{**shared, "archive_dir": str(archive)}))
+        rows = checks.checks[checks.checks["check"] == "archive_dir shared"]
+        assert len(rows) == 2 and rows["ok"].all(), rows.to_string()
+        assert os.listdir(archive) == [], "the probe files are removed"
+    finally:
+        shutil.rmtree(parent)
