@@ -197,7 +197,9 @@ def _hosts_lab(args: argparse.Namespace) -> int:
     from runbook_lib.lab import hosts_lab
 
     if args.lab_command == "up":
-        the_lab = hosts_lab.up(args.dir, scale=args.scale, subnet=args.subnet)
+        the_lab = hosts_lab.up(
+            args.dir, scale=args.scale, subnet=args.subnet, srv_size=args.srv_size
+        )
         print(hosts_lab.status(the_lab.root).to_string(index=False))
         print(
             f"\nparameter files: {the_lab.parameters_dir}/  ssh: ssh -F {the_lab.ssh_config} HOST"

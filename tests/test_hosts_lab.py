@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError
@@ -22,6 +23,7 @@ from runbook_lib.ssh_host import (
     HostKeyMismatch,
     HostUnreachable,
     MissingProgram,
+    SshAuthenticationFailed,
     SshFailed,
     SshHost,
     SshSettings,
@@ -81,6 +83,19 @@ def test_a_failing_command_names_program_status_and_host(hosts_lab):
     assert caught.value.returncode == 3 and "oops" in str(caught.value)
     assert caught.value.command.startswith("on here: sh -c")
     assert hosts_lab.host("here").run(["false"], check=False).returncode == 1
+
+
+def test_start_and_pipeline_run_on_the_host_and_check_every_status(hosts_lab):
+    host = hosts_lab.host("here")
+    log = "/srv/postgresql/t-start.log"
+    proc = host.start(["sh", "-c", "echo started on $(hostname -I)"], stdout_path=log)
+    assert proc.wait(timeout=30) == 0
+    assert host.read_text(log).strip() == f"started on {hosts_lab.address('here')}"
+    host.pipeline(["printf", "a\\nb\\n"], ["sh", "-c", f"wc -l > {log}"])
+    assert host.read_text(log).strip() == "2"
+    with pytest.raises(CommandFailed, match="on here: sh -c 'exit 4'"):
+        host.pipeline(["sh", "-c", "exit 4"], ["cat"])
+    host.remove_file(log)
 
 
 def test_files_are_written_atomically_with_owner_and_mode(hosts_lab):
@@ -160,7 +175,7 @@ def test_the_control_master_carries_every_command(hosts_lab, control_dir):
 
 def test_preflight_names_an_unreachable_host(hosts_lab, control_dir):
     nobody = SshHost(
-        network.bridge_address(hosts_lab._net),  # the root namespace: no sshd listens there
+        network.bridge_address(hosts_lab.net),  # the root namespace: no sshd listens there
         user="postgres",
         settings=SshSettings(known_hosts=str(hosts_lab.known_hosts), control_dir=str(control_dir)),
     )
@@ -185,6 +200,19 @@ def test_preflight_names_a_wrong_or_unknown_host_key(hosts_lab, control_dir):
         host.check_reachable()
     wrong.write_text("")
     with pytest.raises(HostKeyMismatch):
+        host.check_reachable()
+
+
+def test_preflight_names_a_refused_key(hosts_lab, control_dir):
+    stranger = control_dir / "stranger"
+    LOCAL.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+    settings = SshSettings(
+        known_hosts=str(hosts_lab.known_hosts),
+        identity_file=str(stranger),
+        control_dir=str(control_dir),
+    )
+    host = SshHost(hosts_lab.address("here"), user="postgres", settings=settings)
+    with pytest.raises(SshAuthenticationFailed, match="refused our SSH key"):
         host.check_reachable()
 
 
@@ -223,10 +251,20 @@ def test_servers_listen_on_their_hosts_address(hosts_lab):
             address = conn.execute("SELECT host(inet_server_addr()) AS a").fetchone()["a"]
         assert address == hosts_lab.address(name)
     with connect(hosts_lab.endpoint("control")) as conn:
-        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'bucardo'").fetchone()["rolsuper"]
-    params = (hosts_lab.parameters_dir / "warm_standby.yaml").read_text()
-    assert f"primary_host: {hosts_lab.address('primary')}" in params
-    assert "primary_ssh: postgres@primary" in params
+        role = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'bucardo'").fetchone()
+    assert role == {"rolsuper": True}
+
+
+def test_parameter_files_name_hosts_that_host_for_reaches(hosts_lab):
+    params = yaml.safe_load((hosts_lab.parameters_dir / "warm_standby.yaml").read_text())
+    assert params["primary_host"] == hosts_lab.address("primary")
+    for key in ("primary_ssh", "standby_ssh", "archive_ssh"):
+        host = host_for(params[key], ssh_config=params["ssh_config"])
+        assert host.name == key.removesuffix("_ssh")
+        assert host.run(["hostname", "-I"]).stdout.split() == [hosts_lab.address(host.name)]
+    bucardo = yaml.safe_load((hosts_lab.parameters_dir / "bucardo_bootstrap.yaml").read_text())
+    control = host_for(bucardo["bucardo_ssh"], ssh_config=bucardo["ssh_config"])
+    assert control.run(["id", "-un"], user="bucardo").stdout.strip() == "bucardo"
 
 
 def test_cut_makes_a_host_unreachable_and_heal_restores_it(hosts_lab, control_dir):

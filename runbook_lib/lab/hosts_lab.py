@@ -115,13 +115,13 @@ class HostsLab:
         return self.hosts.index(name)
 
     def address(self, name: str) -> str:
-        return network.host_address(self._net, self._check_host(name))
+        return network.host_address(self.net, self._check_host(name))
 
     def addresses(self) -> dict[str, str]:
         return {name: self.address(name) for name in self.hosts}
 
     @property
-    def _net(self):
+    def net(self):
         return network.check_subnet_format(self.subnet)
 
     def netns(self, name: str) -> str:
@@ -154,7 +154,19 @@ class HostsLab:
             listen_address=self.address(name),
         )
 
+    def standby_cluster(self) -> LocalCluster:
+        """Room for the warm standby on host `standby` (not created by the lab)."""
+        return LocalCluster(
+            name="standby",
+            datadir=Path(DATADIR),
+            port=PG_PORT,
+            logfile=Path(PG_LOG),
+            host=self.host("standby"),
+            listen_address=self.address("standby"),
+        )
+
     def endpoint(self, name: str, dbname: str = "postgres") -> ConninfoEndpoint:
+        """A server's endpoint (`standby` included) from this machine; password in .pgpass."""
         address = self.address(name)
         params = {"host": address, "port": str(PG_PORT), "dbname": dbname, "user": SUPERUSER}
         params["passfile"] = str(self.passfile)
@@ -165,6 +177,9 @@ class HostsLab:
     def collect_logs(self, dest: Path) -> None:
         """Copy the sshd logs and each server's PostgreSQL log (read over SSH) to dest."""
         dest.mkdir(parents=True, exist_ok=True)
+        for index in range(len(self.hosts)):
+            if network.link_exists(network.veth_name(self.tag, index)):
+                network.set_link(self.tag, index, up=True)  # a test may have left one cut
         for log_file in self.logs_dir.glob("*.log"):
             (dest / log_file.name).write_bytes(log_file.read_bytes())
         for name in self.servers:
@@ -225,11 +240,18 @@ def up(
     """Create and start the hosts lab; harmless when it is up. A failed start removes what it
     made (namespaces, links, processes, keys) before raising."""
     root = root.absolute()
+    if os.geteuid() != 0:
+        raise PreconditionError(
+            "the hosts lab needs root (network namespaces, a bridge, one sshd per host); "
+            "without root, use the one-machine lab: runbook lab up"
+        )
     if (root / STATE_FILE).exists():
         if not is_hosts_lab(root):
             raise PreconditionError(f"{root} holds a one-machine lab: lab down --purge it first")
         lab = HostsLab.load(root)
         if _running(lab):
+            for name in lab.servers:
+                lab.cluster(name).start()  # a server someone stopped
             return lab
         down(root)  # a lab that is half there is rebuilt from scratch
     tag = _tag(root)
@@ -261,9 +283,9 @@ def _build(lab: HostsLab) -> None:
     lab.save()
     _write_passfile(lab, secrets.token_urlsafe(18))
     _make_keys(lab)
-    network.create_bridge(network.bridge_name(lab.tag), lab._net)
+    network.create_bridge(network.bridge_name(lab.tag), lab.net)
     for index, name in enumerate(lab.hosts):
-        network.create_host_link(lab.tag, index, name, lab._net)
+        network.create_host_link(lab.tag, index, name, lab.net)
         lab.sshd_pids[name] = _start_sshd(lab, name)
         lab.save()
     for name in lab.hosts:

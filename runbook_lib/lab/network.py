@@ -120,7 +120,22 @@ def create_bridge(name: str, net: ipaddress.IPv4Network) -> None:
     if not link_exists(name):
         LOCAL.run(["ip", "link", "add", name, "type", "bridge"])
         LOCAL.run(["ip", "addr", "add", f"{bridge_address(net)}/{net.prefixlen}", "dev", name])
+        _check_alone(name, net)
     LOCAL.run(["ip", "link", "set", name, "up"])
+
+
+def _check_alone(bridge: str, net: ipaddress.IPv4Network) -> None:
+    """Another lab starting at the same moment may have taken the same /24: refuse."""
+    for link in _ip_json("addr"):
+        if link.get("ifname") == bridge:
+            continue
+        for info in link.get("addr_info", []):
+            other = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network
+            if _overlaps(net, [other]):
+                LOCAL.run(["ip", "link", "del", bridge])
+                raise PreconditionError(
+                    f"{net} was just taken by {link.get('ifname')}; run lab up again"
+                )
 
 
 def create_host_link(tag: str, index: int, host: str, net: ipaddress.IPv4Network) -> None:
