@@ -68,6 +68,9 @@ SSH, when the archive is on another machine (no shared file system):
   --ssh-program PATH       the OpenSSH client (default /usr/bin/ssh)
   --remote-program PATH    this program on HOST (default: the same path as here), run there
                            with the same python3 as here
+  --ssh-control-dir DIR    share one SSH connection per host between calls (a control master
+                           kept 60 s, its socket in DIR: created 0700, ours, at most
+                           48 characters); without it every call opens a new connection
 
 exit status: 0 archived or already archived with identical content (fetched, cleaned up),
 1 failed or not found, 2 bad arguments
@@ -91,6 +94,7 @@ VALUE_OPTIONS = {
     "--archive": "archive",
     "--ssh": "ssh",
     "--ssh-program": "ssh_program",
+    "--ssh-control-dir": "control_dir",
     "--remote-program": "remote_program",
     "--receive": "receive",
     "--size": "size",
@@ -106,6 +110,7 @@ class Args:
         self.archive = self.ssh = self.receive = self.size = self.get = None
         self.cleanup_before, self.fetch, self.segment_size = None, None, str(16 * 1024 * 1024)
         self.ssh_program, self.remote_program = "/usr/bin/ssh", None
+        self.control_dir = None
         self.ssh_options, self.fsync, self.positional = [], True, []
 
 
@@ -396,12 +401,37 @@ def shell_quote(word):
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
+MAX_CONTROL_DIR = 48  # the socket path (DIR/ + 40 hex + ssh's temporary suffix) <= 107 bytes
+CONTROL_PERSIST_S = 60
+
+
+def control_options(directory):
+    """ssh options sharing one connection per host through a socket in directory, or none
+    (each call connects anew) when the directory cannot be ours alone."""
+    if not directory:
+        return []
+    if len(directory) > MAX_CONTROL_DIR:
+        say(f"--ssh-control-dir {directory} is longer than {MAX_CONTROL_DIR} characters: unused")
+        return []
+    try:  # noqa: SIM105 (contextlib would cost start-up time)
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(directory)
+    if not (st.st_mode & 0o170000 == 0o040000 and st.st_uid == os.geteuid()) or st.st_mode & 0o77:
+        say(f"--ssh-control-dir {directory} is not a 0700 directory of ours: unused")
+        return []
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={directory}/%C",
+            "-o", f"ControlPersist={CONTROL_PERSIST_S}"]  # fmt: skip
+
+
 def ssh_argv(args, *words):
     remote = args.remote_program or os.path.abspath(sys.argv[0])
     python = [sys.executable or "/usr/bin/python3", "-I", "-S"]  # the same interpreter there
     words = (*python, remote, "--archive", args.archive, *words)
     line = " ".join(shell_quote(w) for w in words)
-    return [args.ssh_program, *SSH_DEFAULTS, *args.ssh_options, "--", args.ssh, line]
+    options = [*SSH_DEFAULTS, *control_options(args.control_dir), *args.ssh_options]
+    return [args.ssh_program, *options, "--", args.ssh, line]
 
 
 def over_ssh(argv, stdin=None, stdout=None):

@@ -149,14 +149,19 @@ def _archive_program(cfg: StandbyConfig, tools_dir: PurePosixPath) -> list[str]:
     return [cfg.server_python, "-I", "-S", str(tools_dir / ARCHIVE_SCRIPT), "--archive"]
 
 
-def _over_ssh(cfg: StandbyConfig) -> list[str]:
-    """Options of runbook-archive-wal working on the archive's machine over SSH."""
+SSH_CONTROL_DIRNAME = "ssh"  # in the tools directory: the WAL commands' SSH control sockets
+
+
+def _over_ssh(cfg: StandbyConfig, tools_dir: PurePosixPath) -> list[str]:
+    """Options of runbook-archive-wal working on the archive's machine over SSH, sharing one
+    connection between calls (a control master whose socket is in the tools directory)."""
     argv = [
         "--ssh",
         cfg.archive_target,
         "--remote-program",
         str(cfg.archive_tools_dir / ARCHIVE_SCRIPT),
     ]
+    argv += ["--ssh-control-dir", str(tools_dir / SSH_CONTROL_DIRNAME)]
     for option in cfg.server_ssh_options:
         argv.append(f"--ssh-option={option}")
     return argv
@@ -167,13 +172,13 @@ def archive_command(cfg: StandbyConfig, tools_dir: PurePosixPath, *, local: bool
     that server's own disk (or a shared mount), else the segment goes over SSH."""
     argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir)]
     if not local:
-        argv += _over_ssh(cfg)
+        argv += _over_ssh(cfg, tools_dir)
     return _conf_string([*argv, "%p", "%f"])
 
 
 def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     if not cfg.archive_on_standby_side:  # the archive on a machine of its own: fetch over SSH
-        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg)]
+        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
         return _conf_string([*argv, "--fetch", "%f", "%p"])
     argv = [cfg.server_python, "-I", "-S", str(tools_dir / RESTORE_SCRIPT)]
     argv += ["--archive", str(cfg.archive_dir)]
@@ -186,7 +191,7 @@ def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
 
 def archive_cleanup_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     if not cfg.archive_on_standby_side:
-        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg)]
+        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
         return _conf_string([*argv, "--cleanup-before", "%r"])
     program = pg_program(cfg.standby_os_host, "pg_archivecleanup")
     return _conf_string([program, str(cfg.archive_dir), "%r"])
