@@ -38,13 +38,9 @@ CUT_S = 30
 def lab(hosts_lab_factory) -> Iterator[HostsLab]:
     """PostgreSQL on the primary's host only; the standby's and the archive's hosts are empty."""
     the_lab = hosts_lab_factory("ws-hosts", servers=("primary",))
-    previous = os.environ.get("PGPASSFILE")
-    os.environ["PGPASSFILE"] = str(the_lab.passfile)
-    yield the_lab
-    if previous is None:
-        os.environ.pop("PGPASSFILE", None)
-    else:
-        os.environ["PGPASSFILE"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGPASSFILE", str(the_lab.passfile))
+        yield the_lab
 
 
 def values(lab: HostsLab, **changes: Any) -> dict[str, Any]:
@@ -234,3 +230,33 @@ def test_preflight_checks_that_a_shared_archive_is_one_directory_on_every_machin
         assert os.listdir(archive) == [], "the probe files are removed"
     finally:
         shutil.rmtree(parent)
+
+
+def test_pg_standby_mode_with_the_archive_on_the_standbys_host_fails_over_by_trigger_file(
+    hosts_lab_factory, monkeypatch
+):
+    """The other shape: the archive in the standby machine's /srv (the primary sends over SSH,
+    the waiting restore command reads its own disk), failed over with the trigger file."""
+    lab = hosts_lab_factory("ws-hosts-pg-standby", servers=("primary",))
+    monkeypatch.setenv("PGPASSFILE", str(lab.passfile))
+    archive_dir = "/srv/postgresql/archive"
+    lab.host("standby").make_dir(archive_dir, owner="postgres", mode=0o700)
+    params = values(
+        lab,
+        mode="pg_standby",
+        archive_ssh=lab.ssh_target("standby"),
+        archive_server_ssh="",
+        archive_dir=archive_dir,
+    )
+    cfg = standby.validate(**params)
+    assert cfg.archive_on_standby_side and not cfg.archive_on_primary_side
+    standby.preflight(cfg)
+    standby.configure_archiving(cfg)
+    standby.build_standby(cfg)
+    result = standby.failover_drill(cfg)
+    assert result.marker_present and result.timeline_after == result.timeline_before + 1
+    assert result.trigger.startswith("trigger file")
+    assert not lab.host("standby").exists(cfg.trigger_file), "recovery_end_command removed it"
+    archived = lab.host("standby").list_dir(archive_dir)
+    assert "00000002.history" in archived and not [n for n in archived if n.startswith(".")]
+    assert not lab.host("archive").list_dir(lab.archive_dir), "the archive host is not used"
