@@ -235,6 +235,12 @@ def _restart_reasons(plan: pd.DataFrame) -> list[str]:
     ]
 
 
+def sets_archiving_up(plan: pd.DataFrame) -> bool:
+    """Archiving is turned on or pointed somewhere new (not just a new archive_timeout)."""
+    changing = set(plan.loc[plan["change"], "setting"])
+    return bool(changing & {"archive_mode", "archive_command"})
+
+
 def _tool_places(cfg: StandbyConfig, conn: psycopg.Connection) -> list[tuple[Any, PurePosixPath]]:
     """Where runbook-archive-wal must be installed: on the primary's machine, which runs it,
     and on the archive's machine when the segments go there over SSH (it receives them)."""
@@ -253,7 +259,7 @@ def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
         restart_reasons = _restart_reasons(plan)
         if restart_reasons and not cfg.restart_primary_command:
             _restart_primary(cfg, restart_reasons)  # raises, before any change
-        if len(changes):  # setting archiving up: room for the first hours of WAL
+        if sets_archiving_up(plan):  # room for the first hours of WAL
             require_free(
                 cfg.archive_os_host, cfg.archive_dir, MIN_ARCHIVE_FREE_MB, "setting archiving up"
             )
@@ -312,7 +318,7 @@ def plan_archiving(cfg: StandbyConfig) -> list[str]:
             "primary and restart_primary_command is empty"
         ]
     actions = []
-    if len(changes):
+    if sets_archiving_up(plan):
         actions.append(
             f"on {cfg.archive_os_host.name}: check that {cfg.archive_dir} has at least "
             f"{MIN_ARCHIVE_FREE_MB} MB free (stop otherwise)"

@@ -19,7 +19,7 @@ from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import LocalHost
 from runbook_lib.ports import port_accepts
-from runbook_lib.standby.archiving import archiving_plan
+from runbook_lib.standby.archiving import archiving_plan, sets_archiving_up
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.machines import pg_program
 from runbook_lib.standby.space import (
@@ -105,7 +105,7 @@ def check_primary(c: Checks) -> None:
 
 
 def _settings(c: Checks, plan: pd.DataFrame) -> None:
-    c.archiving_changes = bool(plan["change"].any())
+    c.archiving_changes = sets_archiving_up(plan)
     for r in plan.itertuples():
         note = "unchanged"
         if r.change:
