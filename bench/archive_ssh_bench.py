@@ -9,7 +9,9 @@ A throwaway hosts lab without PostgreSQL. On host `primary`, as postgres, the sa
 - local: into a directory on the primary's own disk (the baseline, measured in the same run);
 - ssh: to the archive's host (`--ssh postgres@archive`), a new SSH connection per segment;
 - ssh + master: the same sharing one connection through an SSH control master
-  (`--ssh-control-dir`), as the runbook installs it.
+  (`--ssh-control-dir`), as the runbook installs it;
+- fetch, fetch + master: the standby's restore command (`--fetch`) on host `standby`, copying
+  those segments back from the archive's host, without and with the control master.
 
 /srv is a tmpfs in the lab, so fsync costs nothing: the ratios show the transport's cost.
 Printed: median and p90 per segment and each ratio to the local copy.
@@ -62,6 +64,36 @@ def summary(name: str, times: list[float], base: float) -> str:
     )
 
 
+FETCH_DRIVER = """import json, os, subprocess, sys, time
+base, n, dest = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+times = []
+for i in range(n):
+    name = "0000000100000000%08X" % (i + 1)
+    start = time.perf_counter()
+    subprocess.run([*base, "--fetch", name, dest], check=True)
+    times.append(time.perf_counter() - start)
+    os.unlink(dest)
+print(json.dumps(times))
+"""
+
+
+def fetch_times(lab, segments: int, remote: list[str], master: list[str]) -> dict:
+    """The standby's side: --fetch of the segments archived through the master (/srv/archive/m)
+    into its pg_wal-like directory, with a new connection each time and through a master."""
+    standby = lab.host("standby")
+    install_tools(standby, TOOLS, PYTHON)
+    standby.run(["mkdir", "-p", str(WORK / "pg_wal")])
+    dest = str(WORK / "pg_wal" / "RECOVERYXLOG")
+    found = {}
+    for name, extra in (("fetch", []), ("fetch + master", master)):
+        base = command("--ssh", "postgres@archive", *remote, *extra, archive="/srv/archive/m")
+        out = standby.run(
+            [PYTHON, "-c", FETCH_DRIVER, json.dumps(base), str(segments), dest], timeout_s=600
+        ).stdout
+        found[name] = json.loads(out)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=20)
@@ -93,6 +125,7 @@ def main() -> int:
             results[name] = json.loads(out)
             if name != "local":  # a fresh archive for the next variant
                 archive_root.run(["sh", "-c", "rm -f /srv/archive/0*"])
+        results.update(fetch_times(lab, args.segments, remote, master))
         base = statistics.median(results["local"])
         print(f"{args.segments} segments of 16 MB, archived as postgres on host primary")
         for name, times in results.items():
