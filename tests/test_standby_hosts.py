@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from runbook_lib.lab.host_parameters import warm_standby_parameters
 from runbook_lib.lab.hosts_lab import HostsLab
 from runbook_lib.lab.workload import verify_ledger
 from runbook_lib.standby.archiving import archiver_stats, segment_archived
+from runbook_lib.standby.tools import install_tools
 from runbook_lib.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -260,3 +261,39 @@ def test_pg_standby_mode_with_the_archive_on_the_standbys_host_fails_over_by_tri
     archived = lab.host("standby").list_dir(archive_dir)
     assert "00000002.history" in archived and not [n for n in archived if n.startswith(".")]
     assert not lab.host("archive").list_dir(lab.archive_dir), "the archive host is not used"
+
+
+def test_an_archive_command_stopped_mid_transfer_leaves_nothing_on_the_archive_host(lab):
+    """SIGTERM to runbook-archive-wal --ssh while the segment streams: ssh is stopped, the far
+    end sees a short stream and removes its temporary file; nothing is archived."""
+    primary, archive = lab.host("primary"), lab.host("archive", "root")
+    tools, far_tools = PurePosixPath("/srv/postgresql/runbook-tools"), PurePosixPath("/srv/tools")
+    install_tools(primary, tools, "/usr/bin/python3")
+    install_tools(archive, far_tools, "/usr/bin/python3")
+    target = "/srv/archive/stopped"
+    archive.make_dir(target, owner="postgres", mode=0o700)
+    primary.run(["sh", "-c", "head -c 600000000 /dev/zero > /srv/postgresql/big"])
+    sender = [
+        "/usr/bin/python3", "-I", "-S", str(tools / "runbook-archive-wal.py"),
+        "--archive", target, "--ssh", "postgres@archive",
+        "--remote-program", str(far_tools / "runbook-archive-wal.py"),
+        "/srv/postgresql/big", "000000010000000000000042",
+    ]  # fmt: skip
+    script = 'echo $$ > /srv/postgresql/sender.pid; exec "$@"'
+    primary.start(["sh", "-c", script, "sh", *sender], stdout_path="/srv/postgresql/sender.log")
+    try:
+        wait_until(
+            lambda: archive.list_dir(target),
+            what="the temporary file on the archive's host",
+            timeout_s=30,
+            interval_s=0.02,
+        )
+        pid = int(primary.read_text("/srv/postgresql/sender.pid"))
+        primary.run(["kill", "-TERM", str(pid)])
+        wait_until(lambda: not primary.pid_alive(pid), what="the sender to stop", timeout_s=30)
+        wait_until(
+            lambda: not archive.list_dir(target), what="the far end to clean up", timeout_s=30
+        )
+        assert "stopped by signal 15" in primary.read_text("/srv/postgresql/sender.log")
+    finally:
+        primary.run(["rm", "-f", "/srv/postgresql/big", "/srv/postgresql/sender.pid"])
