@@ -241,21 +241,26 @@ def same_content(a, b):
 
 
 def stream_matches(fdin, size, dest):
-    """Whether `size` bytes read from fdin equal dest's content (all of the stream is read)."""
+    """Whether `size` bytes read from fdin equal dest's content (all of the stream is read);
+    None when the stream ends early."""
     same = os.stat(dest).st_size == size
     with open(dest, "rb") as f:
         left = size
         while left > 0:
             chunk = os.read(fdin, min(CHUNK, left))
             if not chunk:
-                return False
+                say(f"the stream ended {left} bytes early: nothing compared, nothing written")
+                return None
             same = same and chunk == f.read(len(chunk))
             left -= len(chunk)
     return same
 
 
 def already_there(same, dest):
-    """EXIT_OK when dest holds the same content, EXIT_FAILED (with a message) when it differs."""
+    """EXIT_OK when dest holds the same content, EXIT_FAILED (with a message) when it differs
+    (or, None, could not be compared)."""
+    if same is None:
+        return EXIT_FAILED
     if same:
         say(f"{dest} already archived with identical content")
         return EXIT_OK

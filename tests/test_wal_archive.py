@@ -240,3 +240,11 @@ def test_fetch_needs_ssh_and_receive_refuses_it():
     assert archive_cmd("--archive", "/a", "--fetch", SEGMENT, "pg_wal/x").returncode == 2
     bad = archive_cmd("--archive", "/a", "--ssh", "h", "--receive", SEGMENT, "--size", "1")
     assert bad.returncode == 2 and "far end" in bad.stderr
+
+
+def test_receive_of_a_cut_stream_for_an_archived_segment_fails_without_touching_it(tmp_path):
+    (tmp_path / SEGMENT).write_bytes(b"x" * 5000)
+    proc = receive_cmd(tmp_path, 5000)
+    _, err = proc.communicate(b"x" * 100, timeout=30)
+    assert proc.returncode == 1 and b"ended 4900 bytes early" in err
+    assert os.listdir(tmp_path) == [SEGMENT] and (tmp_path / SEGMENT).read_bytes() == b"x" * 5000
