@@ -86,6 +86,22 @@ def refused(lab: HostsLab, params: dict[str, Any], match: str, cut: str = "") ->
     return str(caught.value)
 
 
+def test_dry_run_plans_say_which_machine_runs_each_command_and_change_nothing(lab):
+    before = untouched(lab)
+    runbook = standby.make_runbook(standby.validate(**values(lab)), dry_run=True)
+    assert runbook.run("preflight").checks["ok"].all()
+    archiving = runbook.run("configure_archiving").actions
+    build = runbook.run("build_standby").actions
+    assert any(a.startswith("on primary: /usr/bin/python3 -I -m py_compile") for a in archiving)
+    assert any(a.startswith("on archive: runuser -u postgres --") for a in archiving)
+    assert any(a.startswith("on primary: /usr/lib/postgresql/") and "restart" in a
+               for a in archiving)  # fmt: skip
+    assert any(a.startswith("on standby: /usr/lib/postgresql/") and "pg_basebackup" in a
+               for a in build)  # fmt: skip
+    assert any("--ssh postgres@archive" in a and "--fetch %f %p" in a for a in build)
+    assert untouched(lab) == before
+
+
 def test_preflight_stops_on_an_unreachable_host_a_wrong_host_key_or_a_missing_program(
     lab, tmp_path
 ):

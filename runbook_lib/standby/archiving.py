@@ -335,8 +335,8 @@ def plan_archiving(cfg: StandbyConfig) -> list[str]:
         actions.append("archive settings already in place: no ALTER SYSTEM")
     if restart_reasons:
         actions.append(
-            f"restart the primary ({'; '.join(restart_reasons)}): on "
-            f"{cfg.primary_os_host.name}: {display_command(restart_argv(cfg))}"
+            f"on {cfg.primary_os_host.name}: {display_command(restart_argv(cfg))}   (restarts "
+            f"the primary: {'; '.join(restart_reasons)})"
         )
         actions.append("wait until the primary accepts connections again")
     actions += [
