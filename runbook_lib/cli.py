@@ -184,6 +184,13 @@ def _parser() -> argparse.ArgumentParser:
         sub(commands, "compare", "prove two databases hold the same rows, or list where not")
     )
 
+    from runbook_lib.standby import cli as standby_cli
+
+    EXAMPLES["standby-status"] = standby_cli.EXAMPLE
+    standby_cli.add_arguments(
+        sub(commands, "standby-status", "the warm standby's status report alone (for incidents)")
+    )
+
     params = sub(commands, "params", "list a notebook's parameters with type, default and help")
     params.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
     return parser
@@ -340,6 +347,12 @@ def _compare(args: argparse.Namespace) -> int:
     return compare_cli.run(args)
 
 
+def _standby_status(args: argparse.Namespace) -> int:
+    from runbook_lib.standby import cli as standby_cli
+
+    return standby_cli.run(args)
+
+
 HANDLERS = {
     "lab": _lab,
     "run": _run,
@@ -347,6 +360,7 @@ HANDLERS = {
     "runs": _runs,
     "params": _params,
     "compare": _compare,
+    "standby-status": _standby_status,
 }
 
 

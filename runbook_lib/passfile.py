@@ -52,11 +52,24 @@ def passfile_env(
     if password is None:
         yield {}
         return
-    directory = Path(tempfile.mkdtemp(prefix="runbook-pgpass-"))
+    directory = _private_directory(host)
     try:
-        directory.chmod(0o711)  # ours, just created: `user` may reach the file, not list
         path = directory / "pgpass"
         write_passfile(path, user, [passfile_line(endpoint, password)], host)
         yield {PASSFILE_ENV: str(path)}
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        if host is LOCAL:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            host.remove_tree(directory)
+
+
+def _private_directory(host: LocalHost) -> Path:
+    """A fresh 0711 directory of ours on host: `user` may reach the file in it, not list it."""
+    if host is LOCAL:
+        directory = Path(tempfile.mkdtemp(prefix="runbook-pgpass-"))
+        directory.chmod(0o711)
+        return directory
+    made = host.run(["mktemp", "-d", "/tmp/runbook-pgpass-XXXXXXXXXX"]).stdout.strip()
+    host.run(["chmod", "0711", made])
+    return Path(made)

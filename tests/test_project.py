@@ -66,6 +66,7 @@ COMMANDS = [
     ["open"],
     ["runs"],
     ["runs", "close"],
+    ["standby-status"],
 ]
 
 

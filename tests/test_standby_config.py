@@ -13,7 +13,7 @@ from runbook_lib.errors import ConfigurationError
 from runbook_lib.lab.lab import Lab
 from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.standby import backup, config
-from runbook_lib.standby.tools import restore_command
+from runbook_lib.standby.tools import archive_command, restore_command
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "warm_standby.ipynb"
 EXAMPLE = Path(__file__).resolve().parent.parent / "parameters"
@@ -55,6 +55,15 @@ def good(**override: Any) -> dict[str, Any]:
         ({"archive_dir": "/srv/standby/data/archive"}, "must not contain one another"),
         ({"trigger_file": "/srv/standby/data/trigger"}, "trigger_file must live outside"),
         ({"compare_schemas": "public"}, "compare_schemas must be a list"),
+        ({"primary_ssh": "-oProxyCommand=x"}, "primary_ssh must be"),
+        ({"standby_ssh": "a b"}, "standby_ssh must be"),
+        ({"standby_address": "db 1"}, "standby_address must be"),
+        ({"ssh_config": "ssh/config"}, "ssh_config must be an absolute path"),
+        ({"primary_ssh": "postgres@db1"}, "set archive_server_ssh"),
+        (
+            {"mode": "pg_standby", "standby_ssh": "db2", "archive_ssh": "db3"},
+            "pg_standby mode needs the archive on the standby's machine",
+        ),
     ],
 )
 def test_validate_rejects_bad_parameters(override: dict[str, Any], message: str):
@@ -137,3 +146,36 @@ def test_production_example_matches_the_notebook_parameters():
     assert set(values) == set(params.declared_parameters(NOTEBOOK))
     params.check_parameters(NOTEBOOK, values)
     config.validate(**values)
+
+
+def test_the_archive_is_reached_over_ssh_only_from_a_machine_it_is_not_on():
+    local = config.validate(**good())
+    assert local.archive_on_primary_side and local.archive_on_standby_side
+    assert "--ssh" not in restore_command(local, local.standby_tools_dir)
+
+    # the notebook on the standby's machine (the archive there), the primary elsewhere
+    on_standby = config.validate(
+        **good(primary_ssh="postgres@db1", archive_server_ssh="postgres@db2")
+    )
+    assert not on_standby.archive_on_primary_side and on_standby.archive_on_standby_side
+    command = archive_command(on_standby, on_standby.standby_tools_dir, local=False)
+    assert "--ssh postgres@db2 " in command and "--remote-program" in command
+    assert "runbook-restore-wal" in restore_command(on_standby, on_standby.standby_tools_dir)
+    settings = backup.recovery_settings(on_standby)
+    assert "--ssh" not in settings["archive_command"], "promoted, it archives on its own disk"
+
+    # an archive host of its own: the standby fetches over SSH and cleans up there
+    own = config.validate(
+        **good(primary_ssh="db1", standby_ssh="db2", archive_ssh="root@db3",
+               archive_server_ssh="postgres@db3", server_ssh_options=["-F", "/etc/x"])
+    )  # fmt: skip
+    restore = restore_command(own, own.standby_tools_dir)
+    assert restore.endswith("--fetch %f %p") and "--ssh postgres@db3" in restore
+    assert "--ssh-option=-F --ssh-option=/etc/x" in restore
+    settings = backup.recovery_settings(own)
+    assert settings["archive_cleanup_command"].endswith("--cleanup-before %r")
+    assert "--ssh postgres@db3" in settings["archive_command"]
+
+    # a shared mount: every server writes and reads archive_dir on its own disk
+    shared = config.validate(**good(primary_ssh="db1", standby_ssh="db2", archive_shared=True))
+    assert shared.archive_on_primary_side and shared.archive_on_standby_side

@@ -7,7 +7,6 @@ host with its address, SSH targets and private directories, for tests and people
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -62,22 +61,34 @@ def bucardo_bootstrap_parameters(lab: HostsLab) -> dict[str, Any]:
 
 
 def warm_standby_parameters(lab: HostsLab) -> dict[str, Any]:
-    from runbook_lib.lab.hosts_lab import PG_DIR, PG_PORT
+    """Primary, standby and archive each on a host of its own. The notebook logs in to the
+    archive's host as root (its tools go next to /srv/archive, in root's /srv); the servers'
+    WAL commands reach it as postgres with the lab's host key (~postgres/.ssh on every host).
+    The primary restarts with pg_ctl on its own host."""
+    from runbook_lib import pgbin
+    from runbook_lib.lab.hosts_lab import DATADIR, PG_DIR, PG_LOG, PG_PORT
 
-    cli = [sys.executable, "-m", "runbook_lib.cli"]
-    restart = [*cli, "lab", "restart", "primary", "--dir", str(lab.root)]
+    restart = [pgbin.program("pg_ctl"), "-D", DATADIR, "-l", PG_LOG, "-m", "fast", "-w"]
     return {
         "primary_host": lab.address("primary"),
         "primary_port": PG_PORT,
         "pgsuperuser": "postgres",
         "pgdatabase": sample_data.SAMPLE_DBNAME,
+        "primary_ssh": lab.ssh_target("primary"),
+        "standby_ssh": lab.ssh_target("standby"),
+        "archive_ssh": lab.ssh_target("archive", "root"),
+        "archive_server_ssh": lab.ssh_target("archive"),
+        "archive_shared": False,
+        "server_ssh_options": [],
         "archive_dir": lab.archive_dir,
         "standby_datadir": f"{PG_DIR}/data",
         "standby_port": PG_PORT,
+        "standby_address": lab.address("standby"),
+        "standby_listen_addresses": lab.address("standby"),
         "mode": "standby",
         "trigger_file": f"{PG_DIR}/failover.trigger",
         "archive_timeout_s": 10,
-        "restart_primary_command": restart,
+        "restart_primary_command": [*restart, "-t", "60", "restart"],
         "hot_standby": True,
         "failover_drill": True,
         "archive_cleanup": True,
@@ -87,11 +98,6 @@ def warm_standby_parameters(lab: HostsLab) -> dict[str, Any]:
         "replay_timeout_s": 60,
         "promote_timeout_s": 30,
         "dry_run": False,
-        "primary_ssh": lab.ssh_target("primary"),
-        "standby_ssh": lab.ssh_target("standby"),
-        "standby_address": lab.address("standby"),
-        "archive_ssh": lab.ssh_target("archive"),
-        "archive_address": lab.address("archive"),
         **ssh_parameters(lab),
     }
 

@@ -17,6 +17,7 @@ from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
 from runbook_lib.standby.config import SCHEMA, TOOLS_DIRNAME, StandbyConfig
+from runbook_lib.standby.space import MIN_ARCHIVE_FREE_MB, require_free
 from runbook_lib.standby.tools import archive_command, install_tools, install_tools_plan
 from runbook_lib.waiting import wait_until
 
@@ -45,7 +46,7 @@ def wanted_settings(cfg: StandbyConfig, conn: psycopg.Connection) -> dict[str, s
     wanted = {
         "archive_mode": "on",
         "archive_command": archive_command(
-            cfg.server_python, primary_tools_dir(conn), cfg.archive_dir
+            cfg, primary_tools_dir(conn), local=cfg.archive_on_primary_side
         ),
         "archive_timeout": str(cfg.archive_timeout_s),
     }
@@ -210,7 +211,7 @@ def _restart_primary(cfg: StandbyConfig, reasons: list[str]) -> None:
             "yourself, then re-run this step"
         )
     log.info("restarting the primary: %s", "; ".join(reasons))  # a normal step, not a warning
-    cfg.primary_os_host.run(restart_argv(cfg), timeout_s=RESTART_TIMEOUT_S)
+    cfg.primary_os_host.run(restart_argv(cfg), timeout_s=RESTART_TIMEOUT_S)  # on its machine
 
 
 def restart_argv(cfg: StandbyConfig) -> list[str]:
@@ -234,16 +235,38 @@ def _restart_reasons(plan: pd.DataFrame) -> list[str]:
     ]
 
 
+def sets_archiving_up(plan: pd.DataFrame) -> bool:
+    """Archiving is turned on or pointed somewhere new (not just a new archive_timeout)."""
+    changing = set(plan.loc[plan["change"], "setting"])
+    return bool(changing & {"archive_mode", "archive_command"})
+
+
+def _tool_places(cfg: StandbyConfig, conn: psycopg.Connection) -> list[tuple[Any, PurePosixPath]]:
+    """Where runbook-archive-wal must be installed: on the primary's machine, which runs it,
+    and on the archive's machine when the segments go there over SSH (it receives them)."""
+    places = [(cfg.primary_os_host, primary_tools_dir(conn))]
+    if not (cfg.archive_on_primary_side and cfg.archive_on_standby_side):
+        places.append((cfg.archive_os_host, cfg.archive_tools_dir))
+    return places
+
+
 def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
     """Step 2: ALTER SYSTEM the archive settings (restart only when needed), then prove it works:
     pg_switch_wal() and pg_stat_archiver advances without failures."""
     with connect(cfg.primary()) as conn:
-        tools = install_tools(cfg.primary_os_host, primary_tools_dir(conn), cfg.server_python)
         plan = archiving_plan(cfg, conn)
         changes = plan[plan["change"]]
         restart_reasons = _restart_reasons(plan)
         if restart_reasons and not cfg.restart_primary_command:
             _restart_primary(cfg, restart_reasons)  # raises, before any change
+        if sets_archiving_up(plan):  # room for the first hours of WAL
+            require_free(
+                cfg.archive_os_host, cfg.archive_dir, MIN_ARCHIVE_FREE_MB, "setting archiving up"
+            )
+        installed = [
+            install_tools(host, directory, cfg.server_python)
+            for host, directory in _tool_places(cfg, conn)
+        ]
         for r in changes.itertuples():
             conn.execute(alter_system_sql(r.setting, r.wanted))
         if len(changes):
@@ -256,6 +279,7 @@ def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
             timeout_s=RESTART_TIMEOUT_S,
         )
     with connect(cfg.primary()) as conn:
+        places = _tool_places(cfg, conn)
         wanted = dict(zip(plan["setting"], plan["wanted"], strict=True))
         wait_until(
             lambda: {k: v for k, v in setting_values(conn, list(wanted)).items() if wanted[k] != v},
@@ -272,7 +296,11 @@ def configure_archiving(cfg: StandbyConfig) -> ArchivingResult:
         status = f"configured; primary restarted ({'; '.join(restart_reasons)})"
     else:
         status = "configured with a reload (no restart needed)"
-    notes = [f"installed {', '.join(tools.changed)} in {tools.directory}"] if tools.changed else []
+    notes = [
+        f"installed {', '.join(tools.changed)} in {tools.directory} on {host.name}"
+        for (host, _), tools in zip(places, installed, strict=True)
+        if tools.changed
+    ]
     return ArchivingResult(status, settings.drop(columns=["change", "needs_restart"]), proof, notes)
 
 
@@ -280,20 +308,23 @@ def plan_archiving(cfg: StandbyConfig) -> list[str]:
     """Dry run of configure_archiving: what it would install, run and wait for, read from the
     primary's current settings; changes nothing."""
     with connect(cfg.primary()) as conn:
-        tools_dir = primary_tools_dir(conn)
+        places = _tool_places(cfg, conn)
         plan = archiving_plan(cfg, conn)
     changes = plan[plan["change"]]
     restart_reasons = _restart_reasons(plan)
-    actions = [
-        f"on the primary's host: {a}"
-        for a in install_tools_plan(cfg.primary_os_host, tools_dir, cfg.server_python)
-    ]
     if restart_reasons and not cfg.restart_primary_command:
         return [
-            *actions,
-            f"then stop, before any setting changes: {'; '.join(restart_reasons)} needs a "
-            "restart of the primary and restart_primary_command is empty",
+            f"stop before any change: {'; '.join(restart_reasons)} needs a restart of the "
+            "primary and restart_primary_command is empty"
         ]
+    actions = []
+    if sets_archiving_up(plan):
+        actions.append(
+            f"on {cfg.archive_os_host.name}: check that {cfg.archive_dir} has at least "
+            f"{MIN_ARCHIVE_FREE_MB} MB free (stop otherwise)"
+        )
+    for host, directory in places:
+        actions += install_tools_plan(host, directory, cfg.server_python)
     actions += [
         f"on the primary: {_sql_text(alter_system_sql(r.setting, r.wanted))}"
         for r in changes.itertuples()
@@ -304,8 +335,8 @@ def plan_archiving(cfg: StandbyConfig) -> list[str]:
         actions.append("archive settings already in place: no ALTER SYSTEM")
     if restart_reasons:
         actions.append(
-            f"restart the primary ({'; '.join(restart_reasons)}): "
-            f"{display_command(restart_argv(cfg))}"
+            f"on {cfg.primary_os_host.name}: {display_command(restart_argv(cfg))}   (restarts "
+            f"the primary: {'; '.join(restart_reasons)})"
         )
         actions.append("wait until the primary accepts connections again")
     actions += [

@@ -9,7 +9,6 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from runbook_lib import pgbin
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.display import TextWithTables
@@ -17,6 +16,8 @@ from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
 from runbook_lib.passfile import passfile_env
 from runbook_lib.standby.config import StandbyConfig
+from runbook_lib.standby.machines import pg_program
+from runbook_lib.standby.space import backup_need_mb, primary_size_mb, require_free
 from runbook_lib.standby.tools import (
     archive_cleanup_command,
     archive_command,
@@ -47,8 +48,10 @@ def recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
         # failover must not lead this standby onto another server's timeline
         "recovery_target_timeline": "current",
         # once promoted, the standby archives its own WAL into the same archive
-        "archive_command": archive_command(cfg.server_python, tools, cfg.archive_dir),
+        "archive_command": archive_command(cfg, tools, local=cfg.archive_on_standby_side),
     }
+    if cfg.standby_listen_addresses:
+        settings["listen_addresses"] = cfg.standby_listen_addresses
     if cfg.waiting:
         # PostgreSQL 15's WAL prefetcher asks for the next segment while the current one is
         # still being replayed; the waiting restore command would stall replay (REFERENCE.md §2)
@@ -58,7 +61,7 @@ def recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
     else:
         settings["wal_retrieve_retry_interval"] = "1s"  # look for the next segment every second
         settings["archive_cleanup_command"] = (
-            archive_cleanup_command(cfg) if cfg.archive_cleanup else ""
+            archive_cleanup_command(cfg, tools) if cfg.archive_cleanup else ""
         )
         settings["recovery_end_command"] = ""
     return settings
@@ -104,9 +107,10 @@ def _datadir_state(cfg: StandbyConfig) -> str:
 
 
 def base_backup_argv(cfg: StandbyConfig) -> list[str]:
-    """pg_basebackup into standby_datadir; the primary comes from the libpq environment."""
+    """pg_basebackup (the standby machine's) into standby_datadir; the primary comes from the
+    libpq environment."""
     return [
-        pgbin.program("pg_basebackup"),
+        pg_program(cfg.standby_os_host, "pg_basebackup"),
         "--pgdata",
         str(cfg.standby_datadir),
         "--wal-method",
@@ -165,6 +169,12 @@ def _refusal(cfg: StandbyConfig, state: str) -> str | None:
     return None
 
 
+def backup_need(cfg: StandbyConfig) -> int:
+    """MB a base backup of the primary needs on the standby's disk."""
+    with connect(cfg.primary()) as conn:
+        return backup_need_mb(primary_size_mb(conn))
+
+
 def in_recovery(cfg: StandbyConfig) -> bool | None:
     """pg_is_in_recovery() on the standby; None when it does not accept connections (yet)."""
     try:
@@ -183,6 +193,10 @@ def build_standby(cfg: StandbyConfig) -> BuildResult:
     else:
         if refusal := _refusal(cfg, state):
             raise PreconditionError(refusal)
+        if state == "empty":
+            require_free(
+                cfg.standby_os_host, cfg.standby_datadir, backup_need(cfg), "the base backup"
+            )
         install_tools(cfg.standby_os_host, cfg.standby_tools_dir, cfg.server_python)
         if state == "empty":
             if cfg.standby_os_host.exists(cfg.standby_datadir):
@@ -218,29 +232,37 @@ def plan_build(cfg: StandbyConfig) -> list[str]:
         return [f"stop before any change: {refusal}"]
     user = server_os_user()
     owner = user or "this OS user"
-    actions = install_tools_plan(host, cfg.standby_tools_dir, cfg.server_python)
+    on = f"on {host.name}:"
+    actions = []
+    if state == "empty":
+        actions.append(
+            f"{on} check that {cfg.standby_datadir} has {backup_need(cfg)} MB free (the "
+            "primary's size and a margin; stop otherwise)"
+        )
+    actions += install_tools_plan(host, cfg.standby_tools_dir, cfg.server_python)
     if state == "empty":
         if host.exists(cfg.standby_datadir):
             actions.append(
-                f"remove the empty directory {cfg.standby_datadir} (pg_basebackup creates it 0700)"
+                f"{on} remove the empty directory {cfg.standby_datadir} (pg_basebackup "
+                "creates it 0700)"
             )
         env = " ".join(f"{k}={v}" for k, v in cfg.primary().libpq_env().items())
         actions.append(
-            f"{display_command(host.as_user(base_backup_argv(cfg), user))}   (libpq: {env}; "
-            "our password for the primary, if one is used, in a private PGPASSFILE)"
+            f"{on} {display_command(host.as_user(base_backup_argv(cfg), user))}   (libpq: "
+            f"{env}; our password for the primary, if one is used, in a private PGPASSFILE)"
         )
     else:
         actions.append(f"{cfg.standby_datadir} already holds a base backup: no pg_basebackup")
     auto = cfg.standby_datadir / AUTO_CONF
     actions.append(
-        f"write {auto} (owner {owner}, mode 0600), these lines replacing earlier ones for the "
-        "same settings:"
+        f"{on} write {auto} (owner {owner}, mode 0600), these lines replacing earlier ones for "
+        "the same settings:"
     )
     actions += [f"    {line}" for line in recovery_conf_lines(recovery_settings(cfg))]
     actions.append(
-        f"create {cfg.standby_datadir / SIGNALS[cfg.mode]} (empty, owner {owner}, mode 0600)"
+        f"{on} create {cfg.standby_datadir / SIGNALS[cfg.mode]} (empty, owner {owner}, mode 0600)"
     )
-    actions.append(display_command(host.as_user(cluster.start_argv(), user)))
+    actions.append(f"{on} {display_command(host.as_user(cluster.start_argv(), user))}")
     if cfg.hot_standby:
         actions.append("wait until the standby accepts read-only connections, in recovery")
     return actions

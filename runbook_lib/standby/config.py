@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runbook_lib.cluster import LocalCluster
 from runbook_lib.connection import Endpoint, database_name
 from runbook_lib.errors import ConfigurationError
-from runbook_lib.host import LOCAL, LocalHost
+from runbook_lib.host import LocalHost
 from runbook_lib.ports import LOOPBACK
+from runbook_lib.standby.machines import check_ssh_target, host_for, machine
 
 MODES = ("standby", "pg_standby")
 TOOLS_DIRNAME = "runbook-tools"
@@ -41,9 +43,55 @@ class StandbyConfig:
     observe_s: float
     replay_timeout_s: float
     promote_timeout_s: float
-    # the notebook runs on the standby's host; the primary's files are reached through its host
-    primary_os_host: LocalHost = field(default=LOCAL, repr=False, compare=False)
-    standby_os_host: LocalHost = field(default=LOCAL, repr=False, compare=False)
+    # how each machine is reached: [user@]host over SSH, "" = the machine the notebook runs on
+    primary_ssh: str = ""
+    standby_ssh: str = ""
+    archive_ssh: str = ""
+    archive_server_ssh: str = ""
+    archive_shared: bool = False
+    standby_address: str = LOOPBACK
+    standby_listen_addresses: str = ""
+    server_ssh_options: tuple[str, ...] = ()
+    ssh_config: str = ""
+    ssh_known_hosts: str = ""
+    ssh_identity_file: str = ""
+
+    @property
+    def ssh_settings(self) -> dict[str, str]:
+        """How the notebook's SSH finds its config, known hosts and key ("" : ssh's own)."""
+        return {
+            "ssh_config": self.ssh_config,
+            "known_hosts": self.ssh_known_hosts,
+            "identity_file": self.ssh_identity_file,
+        }
+
+    @cached_property
+    def primary_os_host(self) -> LocalHost:
+        return host_for(self.primary_ssh, self.ssh_settings)
+
+    @cached_property
+    def standby_os_host(self) -> LocalHost:
+        return host_for(self.standby_ssh, self.ssh_settings)
+
+    @cached_property
+    def archive_os_host(self) -> LocalHost:
+        return host_for(self.archive_ssh, self.ssh_settings)
+
+    @property
+    def archive_target(self) -> str:
+        """How the servers' WAL commands reach the archive's machine over SSH."""
+        return self.archive_server_ssh or self.archive_ssh
+
+    @property
+    def archive_on_primary_side(self) -> bool:
+        """The primary's archive command writes archive_dir on its own disk (the archive is on
+        the primary's machine, or a mount shared with the archive's machine)."""
+        return self.archive_shared or machine(self.archive_ssh) == machine(self.primary_ssh)
+
+    @property
+    def archive_on_standby_side(self) -> bool:
+        """The standby's restore command reads archive_dir on its own disk."""
+        return self.archive_shared or machine(self.archive_ssh) == machine(self.standby_ssh)
 
     @property
     def waiting(self) -> bool:
@@ -56,7 +104,9 @@ class StandbyConfig:
         )
 
     def standby(self, dbname: str | None = None) -> Endpoint:
-        return Endpoint(LOOPBACK, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser)
+        return Endpoint(
+            self.standby_address, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser
+        )
 
     def standby_cluster(self) -> LocalCluster:
         datadir = Path(self.standby_datadir)
@@ -67,11 +117,18 @@ class StandbyConfig:
             logfile=datadir.parent / f"{datadir.name}.log",
             superuser=self.pgsuperuser,
             host=self.standby_os_host,
+            listen_address=self.standby_address,
         )
 
     @property
     def standby_tools_dir(self) -> PurePosixPath:
         return self.standby_datadir.parent / TOOLS_DIRNAME
+
+    @property
+    def archive_tools_dir(self) -> PurePosixPath:
+        """Where runbook-archive-wal is installed on the archive's machine (the far end of
+        the servers' SSH when the archive is not on their disk)."""
+        return self.archive_dir.parent / TOOLS_DIRNAME
 
 
 def _absolute(name: str, value: Any) -> PurePosixPath:
@@ -107,16 +164,20 @@ def _name(name: str, value: Any) -> str:
     return value
 
 
-def _argv(value: Any) -> tuple[str, ...]:
+def _argv(value: Any, name: str = "restart_primary_command") -> tuple[str, ...]:
     if value is None or value == "":
         return ()
     if isinstance(value, str):  # a command line typed by hand: split it like a shell would
         value = shlex.split(value)
     if not isinstance(value, list | tuple) or not all(isinstance(a, str) and a for a in value):
-        raise ConfigurationError(
-            f"restart_primary_command must be a list of arguments (argv), got {value!r}"
-        )
+        raise ConfigurationError(f"{name} must be a list of arguments (argv), got {value!r}")
     return tuple(value)
+
+
+def _address(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() or c in "'\\" for c in value):
+        raise ConfigurationError(f"{name} must be a host name or address, got {value!r}")
+    return value
 
 
 def validate(
@@ -140,6 +201,17 @@ def validate(
     observe_s: float = 15,
     replay_timeout_s: float = 120,
     promote_timeout_s: float = 60,
+    primary_ssh: str = "",
+    standby_ssh: str = "",
+    archive_ssh: str = "",
+    archive_server_ssh: str = "",
+    archive_shared: bool = False,
+    standby_address: str = LOOPBACK,
+    standby_listen_addresses: str = "",
+    server_ssh_options: list[str] | None = None,
+    ssh_config: str = "",
+    ssh_known_hosts: str = "",
+    ssh_identity_file: str = "",
     dry_run: bool = False,
     interactive: bool = False,
 ) -> StandbyConfig:
@@ -183,6 +255,17 @@ def validate(
         observe_s=_positive("observe_s", observe_s),
         replay_timeout_s=_positive("replay_timeout_s", replay_timeout_s),
         promote_timeout_s=_positive("promote_timeout_s", promote_timeout_s),
+        primary_ssh=check_ssh_target("primary_ssh", primary_ssh),
+        standby_ssh=check_ssh_target("standby_ssh", standby_ssh),
+        archive_ssh=check_ssh_target("archive_ssh", archive_ssh),
+        archive_server_ssh=check_ssh_target("archive_server_ssh", archive_server_ssh),
+        archive_shared=_bool("archive_shared", archive_shared),
+        standby_address=_address("standby_address", standby_address),
+        standby_listen_addresses=_listen("standby_listen_addresses", standby_listen_addresses),
+        server_ssh_options=_argv(server_ssh_options, "server_ssh_options"),
+        ssh_config=_optional_path("ssh_config", ssh_config),
+        ssh_known_hosts=_optional_path("ssh_known_hosts", ssh_known_hosts),
+        ssh_identity_file=_optional_path("ssh_identity_file", ssh_identity_file),
     )
     if cfg.failover_drill and not cfg.hot_standby:
         raise ConfigurationError(
@@ -196,7 +279,29 @@ def validate(
         raise ConfigurationError("archive_dir and standby_datadir must not contain one another")
     if cfg.standby_datadir in cfg.trigger_file.parents:
         raise ConfigurationError("trigger_file must live outside standby_datadir")
+    over_ssh = not (cfg.archive_on_primary_side and cfg.archive_on_standby_side)
+    if over_ssh and not cfg.archive_target:
+        raise ConfigurationError(
+            "the archive is on this machine and a server elsewhere must reach it over SSH: set "
+            "archive_server_ssh to [user@]host as that server reaches this machine"
+        )
+    if cfg.waiting and not cfg.archive_on_standby_side:
+        raise ConfigurationError(
+            "pg_standby mode needs the archive on the standby's machine (archive_ssh equal to "
+            "standby_ssh) or a shared mount (archive_shared: true): its restore command waits "
+            "for segments by looking into archive_dir; use mode standby with an archive host"
+        )
     return cfg
+
+
+def _optional_path(name: str, value: Any) -> str:
+    return "" if value in (None, "") else str(_absolute(name, value))
+
+
+def _listen(name: str, value: Any) -> str:
+    if not isinstance(value, str) or "'" in value or "\\" in value:
+        raise ConfigurationError(f"{name} must be listen_addresses text (or empty), got {value!r}")
+    return value
 
 
 def from_namespace(namespace: dict[str, Any]) -> StandbyConfig:

@@ -247,8 +247,8 @@ def plan_drill(cfg: StandbyConfig) -> list[str]:
     ]
     if cfg.waiting:
         actions.append(
-            f"write the trigger file {cfg.trigger_file} containing {TRIGGER_CONTENT.strip()!r} "
-            f"(owner {server_os_user() or 'this OS user'})"
+            f"on {cfg.standby_os_host.name}: write the trigger file {cfg.trigger_file} containing "
+            f"{TRIGGER_CONTENT.strip()!r} (owner {server_os_user() or 'this OS user'})"
         )
     else:
         actions.append(f"on the standby: {PROMOTE_SQL};")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -17,6 +17,7 @@ from psycopg import sql
 from runbook_lib.connection import connect
 from runbook_lib.display import TextWithTables, fields_table, human_bytes
 from runbook_lib.errors import RunbookError
+from runbook_lib.host import LocalHost
 from runbook_lib.standby.archiving import archiver_stats, setting_values, write_heartbeat
 from runbook_lib.standby.config import SCHEMA, StandbyConfig
 
@@ -110,16 +111,23 @@ def observe_lag(
     return pd.DataFrame(rows)[["t_s", "at", "replay_lsn", "byte_lag", "time_lag_s", "in_recovery"]]
 
 
+def archive_bytes(host: LocalHost, archive: PurePosixPath) -> int:
+    """Bytes of the archive's files (du, so that it works the same on any machine)."""
+    out = host.run(["du", "-s", "-B1", "--apparent-size", str(archive)]).stdout
+    return int(out.split()[0])
+
+
 def archive_usage(cfg: StandbyConfig) -> dict[str, Any]:
-    host, archive = cfg.standby_os_host, cfg.archive_dir
+    host, archive = cfg.archive_os_host, cfg.archive_dir
     names = host.list_dir(archive)
-    size = sum(Path(archive, n).stat().st_size for n in names if Path(archive, n).is_file())
+    size = archive_bytes(host, archive) if names else 0
     return {
-        "archive_dir": str(archive),
+        "archive_dir": f"{archive} on {host.name}",
         "files": len(names),
         "segments": sum(1 for n in names if len(n) == 24),
         "history_files": sum(1 for n in names if n.endswith(".history")),
         "partial_files": sum(1 for n in names if n.endswith(".partial")),
+        "temporary_files": sum(1 for n in names if n.startswith(".") and n.endswith(".tmp")),
         "size_mb": round(size / 2**20, 1),
         "free_mb": round(host.free_bytes(archive) / 2**20),
     }
@@ -211,7 +219,7 @@ def problems_seen(
         found.append(f"{primary['ready_to_archive']} WAL segments wait to be archived")
     if primary["archive_mode"] not in ("on", "always"):
         found.append(f"archive_mode is {primary['archive_mode']} on the primary")
-    if not standby["running"]:
+    if standby["running"] is False:
         found.append("the standby is not running")
     elif standby.get("in_recovery") is False:
         found.append("the standby is not in recovery: it has been promoted")
@@ -224,15 +232,45 @@ def problems_seen(
     return found
 
 
+LOW_ARCHIVE_MB = 64  # a few segments: below this, archiving is about to fail
+
+
+def archive_report(cfg: StandbyConfig) -> tuple[dict[str, Any], list[str]]:
+    """The archive's numbers, or why they could not be read (its machine cut off, say)."""
+    try:
+        usage = archive_usage(cfg)
+    except RunbookError as exc:
+        where = f"{cfg.archive_dir} on {cfg.archive_os_host.name}"
+        return {"archive_dir": where, "error": str(exc)}, [f"the archive cannot be read: {exc}"]
+    found = []
+    if usage["free_mb"] < LOW_ARCHIVE_MB:
+        found.append(
+            f"the archive has {usage['free_mb']} MB free: a segment that does not fit fails "
+            "archiving (free space there)"
+        )
+    if usage["temporary_files"]:
+        found.append(f"{usage['temporary_files']} temporary files in the archive (a copy running?)")
+    return usage, found
+
+
+def standby_report(cfg: StandbyConfig) -> tuple[dict[str, Any], list[str]]:
+    """Whether the standby runs, asked on its machine, or why that machine did not answer."""
+    state: dict[str, Any] = {"port": cfg.standby_port}
+    try:
+        state["running"] = cfg.standby_cluster().is_running()
+    except RunbookError as exc:
+        state.update(running=False, error=str(exc))
+        return state, [f"the standby's machine {cfg.standby_os_host.name} did not answer: {exc}"]
+    return state, []
+
+
 def status(
     cfg: StandbyConfig, observe_s: float | None = None, *, heartbeat: bool = True
 ) -> StandbyStatus:
     """Step 4 (read-only but for the heartbeat row): archiver, replay, archive, lag window.
-    heartbeat=False (a dry run) writes nothing: byte lag only, no time lag."""
-    with connect(cfg.primary(), application_name="runbook standby status") as conn:
-        primary = primary_snapshot(conn)
-    cluster = cfg.standby_cluster()
-    standby: dict[str, Any] = {"running": cluster.is_running(), "port": cfg.standby_port}
+    heartbeat=False (a dry run) writes nothing: byte lag only, no time lag. Works on its own
+    during an incident: an unreachable machine or a full archive is reported, not raised."""
+    standby, found = standby_report(cfg)
     lag = pd.DataFrame(columns=["t_s", "byte_lag", "time_lag_s"])
     if standby["running"]:
         seconds = cfg.observe_s if observe_s is None else observe_s
@@ -250,12 +288,15 @@ def status(
         else:
             standby["in_recovery"] = None  # hot_standby off: no connections
     with connect(cfg.primary(), application_name="runbook standby status") as conn:
-        primary = primary_snapshot(conn)  # again: the archiver may have moved meanwhile
-    found = problems_seen(cfg, primary, standby, lag)
+        primary = primary_snapshot(conn)  # after the window: the archiver may have moved
+    archive, archive_problems = archive_report(cfg)
+    if "error" in standby:
+        standby["running"] = None  # unknown, not "not running"
+    found = problems_seen(cfg, primary, standby, lag) + found + archive_problems
     return StandbyStatus(
         primary=pd.DataFrame([primary]),
         standby=pd.DataFrame([standby]),
-        archive=pd.DataFrame([archive_usage(cfg)]),
+        archive=pd.DataFrame([archive]),
         lag=lag,
         problems=found,
     )

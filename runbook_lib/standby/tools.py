@@ -7,11 +7,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from runbook_lib import pgbin, wal_archive, wal_restore
+from runbook_lib import wal_archive, wal_restore
 from runbook_lib.cluster import server_os_user
 from runbook_lib.errors import PreconditionError
 from runbook_lib.host import LocalHost, display_command
 from runbook_lib.standby.config import ARCHIVE_SCRIPT, RESTORE_SCRIPT, StandbyConfig
+from runbook_lib.standby.machines import pg_program
 
 RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command looks again
 
@@ -20,7 +21,7 @@ RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command 
 # precompiled by the server's python3, so each call skips compiling ~300 lines (about 1-2 ms of
 # the ~13 ms a 16 MB segment costs). A stale or missing .pyc only costs that time again.
 LAUNCHER = """\
-#!{python} -I -S
+#!{python} -IS
 \"\"\"{command}: installed by runbook_lib.standby; the code is {module}.py next to this file.\"\"\"
 import sys
 
@@ -126,15 +127,16 @@ def install_tools_plan(host: LocalHost, directory: PurePosixPath, python: str) -
     actions = (
         []
         if host.exists(directory)
-        else [f"create directory {directory} (owner {owner}, mode 0755)"]
+        else [f"on {host.name}: create directory {directory} (owner {owner}, mode 0755)"]
     )
     for file in tool_files(directory, python):
         if _stale(host, file):
             actions.append(
-                f"write {file.path} (owner {owner}, mode {file.mode:04o}, {len(file.text)} "
-                f"bytes): {file.summary}"
+                f"on {host.name}: write {file.path} (owner {owner}, mode {file.mode:04o}, "
+                f"{len(file.text)} bytes): {file.summary}"
             )
-    actions.append(display_command(host.as_user(compile_argv(python, directory), server_os_user())))
+    compile_line = display_command(host.as_user(compile_argv(python, directory), server_os_user()))
+    actions.append(f"on {host.name}: {compile_line}")
     return actions
 
 
@@ -143,12 +145,41 @@ def _conf_string(command: list[str]) -> str:
     return " ".join(a if a in ("%f", "%p", "%r") else shlex.quote(a) for a in command)
 
 
-def archive_command(python: str, tools_dir: PurePosixPath, archive_dir: PurePosixPath) -> str:
-    script = str(tools_dir / ARCHIVE_SCRIPT)
-    return _conf_string([python, "-I", "-S", script, "--archive", str(archive_dir), "%p", "%f"])
+def _archive_program(cfg: StandbyConfig, tools_dir: PurePosixPath) -> list[str]:
+    return [cfg.server_python, "-I", "-S", str(tools_dir / ARCHIVE_SCRIPT), "--archive"]
+
+
+SSH_CONTROL_DIRNAME = "ssh"  # in the tools directory: the WAL commands' SSH control sockets
+
+
+def _over_ssh(cfg: StandbyConfig, tools_dir: PurePosixPath) -> list[str]:
+    """Options of runbook-archive-wal working on the archive's machine over SSH, sharing one
+    connection between calls (a control master whose socket is in the tools directory)."""
+    argv = [
+        "--ssh",
+        cfg.archive_target,
+        "--remote-program",
+        str(cfg.archive_tools_dir / ARCHIVE_SCRIPT),
+    ]
+    argv += ["--ssh-control-dir", str(tools_dir / SSH_CONTROL_DIRNAME)]
+    for option in cfg.server_ssh_options:
+        argv.append(f"--ssh-option={option}")
+    return argv
+
+
+def archive_command(cfg: StandbyConfig, tools_dir: PurePosixPath, *, local: bool) -> str:
+    """The archive_command of a server whose tools are in tools_dir; `local`: archive_dir is on
+    that server's own disk (or a shared mount), else the segment goes over SSH."""
+    argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir)]
+    if not local:
+        argv += _over_ssh(cfg, tools_dir)
+    return _conf_string([*argv, "%p", "%f"])
 
 
 def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
+    if not cfg.archive_on_standby_side:  # the archive on a machine of its own: fetch over SSH
+        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
+        return _conf_string([*argv, "--fetch", "%f", "%p"])
     argv = [cfg.server_python, "-I", "-S", str(tools_dir / RESTORE_SCRIPT)]
     argv += ["--archive", str(cfg.archive_dir)]
     if cfg.waiting:
@@ -158,8 +189,12 @@ def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     return _conf_string([*argv, "%f", "%p", "%r"])
 
 
-def archive_cleanup_command(cfg: StandbyConfig) -> str:
-    return _conf_string([pgbin.program("pg_archivecleanup"), str(cfg.archive_dir), "%r"])
+def archive_cleanup_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
+    if not cfg.archive_on_standby_side:
+        argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
+        return _conf_string([*argv, "--cleanup-before", "%r"])
+    program = pg_program(cfg.standby_os_host, "pg_archivecleanup")
+    return _conf_string([program, str(cfg.archive_dir), "%r"])
 
 
 def recovery_end_command(cfg: StandbyConfig) -> str:
