@@ -10,6 +10,7 @@ import pandas as pd
 from psycopg import sql
 
 from runbook_lib.bucardo import catalog, ctl, drain, queue, retire_leftovers, retire_state
+from runbook_lib.bucardo.objects import MARKER_TABLE
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.retire_config import RetireConfig
 from runbook_lib.bucardo.retire_sequences import sequence_table
@@ -100,6 +101,8 @@ def _retired_writes(cfg: RetireConfig) -> list[dict[str, Any]]:
     with connect(cfg.retired, application_name="runbook_bucardo_retire") as conn:
         rows = []
         for d in queue.delta_names(conn, cfg.bootstrap.sync):
+            if catalog.bucardo_table_name(d["tablename"]) == MARKER_TABLE:
+                continue  # the bootstrap's own marker rows (its step 8)
             n = conn.execute(
                 sql.SQL(
                     "SELECT count(*) AS n FROM {} WHERE txntime > "

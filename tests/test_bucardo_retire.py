@@ -1,0 +1,163 @@
+"""Retiring the replication after a bootstrap, on real servers with a real Bucardo daemon, while
+the lab workload keeps writing to the database that stays: the application never sees an error,
+nothing of Bucardo is left, the ledger is complete, ids continue by 1; bad input and dry runs
+change nothing; a removal killed half-way finishes when the notebook is run again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from loads import Workload
+
+from runbook_lib.bucardo import retire, retire_leftovers, retire_state
+from runbook_lib.bucardo.ctl import BucardoCtl
+from runbook_lib.bucardo.retire_config import validate_retire_parameters
+from runbook_lib.connection import connect
+from runbook_lib.errors import ConfigurationError, PartiallyApplied, PreconditionError
+from runbook_lib.execute import run_notebook
+from runbook_lib.lab import lab as lab_module
+from runbook_lib.lab.workload import verify_ledger
+from runbook_lib.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def params_of(the_lab: lab_module.Lab, **overrides) -> dict:
+    path = the_lab.parameters_dir / "bucardo_bootstrap.yaml"
+    return yaml.safe_load(path.read_text()) | overrides
+
+
+def leftovers(cfg: retire.RetireConfig) -> dict:
+    out = {}
+    for name, ep in cfg.sides().items():
+        with connect(ep) as conn:
+            out[name] = retire_leftovers.on_master(conn)
+    with connect(cfg.bootstrap.control) as conn:
+        out["control"] = retire_leftovers.in_control(conn, cfg.bootstrap)
+    return out
+
+
+def replication_intact(cfg: retire.RetireConfig) -> None:
+    left = leftovers(cfg)
+    for name in cfg.sides():
+        assert "bucardo" in left[name]["schemas"] and left[name]["triggers"], left
+    assert set(left["control"]) == {"sync", "relgroup", "dbgroup", "db"}, left
+    assert BucardoCtl(cfg.bootstrap).mcp_pid(), "the daemon must still run"
+    assert retire_state.read(cfg) is None
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(lab_factory, tmp_path_factory) -> Iterator[tuple]:
+    the_lab = lab_factory("bucardo-retire")
+    workload = Workload(the_lab, "retire", rate=50)  # writes to `here`, which stays
+    archive = tmp_path_factory.mktemp("runs")
+    try:
+        run_notebook("bucardo_bootstrap", params_of(the_lab), archive=archive)
+        cfg = validate_retire_parameters(**params_of(the_lab, keep="here"))
+        yield the_lab, cfg, workload, archive
+    finally:
+        workload.stop()
+
+
+def test_a_keep_other_than_here_or_there_is_refused_before_anything(bootstrapped, tmp_path):
+    the_lab, cfg, _, _ = bootstrapped
+    with pytest.raises(ConfigurationError, match="keep='both'"):
+        validate_retire_parameters(**params_of(the_lab, keep="both"))
+    with pytest.raises(Exception, match="keep"):
+        run_notebook("bucardo_retire", params_of(the_lab, keep="old"), archive=tmp_path)
+    replication_intact(cfg)
+
+
+def test_keeping_the_side_the_application_does_not_write_to_is_refused(bootstrapped):
+    the_lab, _, _, _ = bootstrapped
+    wrong = validate_retire_parameters(**params_of(the_lab, keep="there"))
+    with pytest.raises(PreconditionError, match="still writes to here"):
+        retire.make_runbook(wrong).run("preflight")
+    replication_intact(wrong)
+
+
+def test_dry_run_shows_every_change_and_changes_nothing(bootstrapped, tmp_path):
+    the_lab, cfg, _, _ = bootstrapped
+    result = run_notebook(
+        "bucardo_retire", params_of(the_lab, keep="here", dry_run=True), archive=tmp_path
+    )
+    assert result.summary["status"] == "succeeded"
+    text = result.output.read_text()
+    assert "DROP TRIGGER IF EXISTS" in text and "remove sync" in text
+    assert "INCREMENT BY 1" in text
+    replication_intact(cfg)
+
+
+def _kill_mid_removal(cfg: retire.RetireConfig) -> Exception:
+    """Removal from both databases, its session killed once some tables are done: one table is
+    held locked by 'an application' so the step waits there."""
+    errors: list[Exception] = []
+    runbook = retire.make_runbook(cfg)
+
+    def remove() -> None:
+        try:
+            runbook.run("remove_from_databases")
+        except Exception as exc:  # what the notebook cell would show
+            errors.append(exc)
+
+    with connect(cfg.kept) as app:
+        app.execute("BEGIN")
+        app.execute("SELECT count(*) FROM public.sku_catalog")  # ACCESS SHARE until rollback
+        worker = threading.Thread(target=remove)
+        worker.start()
+
+        def waiting_on_lock() -> bool:
+            with connect(cfg.kept) as conn:
+                left = retire_leftovers.triggers(conn)
+            return [t["table"] for t in left] == ["public.sku_catalog"] * len(left) and bool(left)
+
+        wait_until(waiting_on_lock, what="the removal to reach the locked table", timeout_s=60)
+        with connect(cfg.kept) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+                "WHERE application_name = 'runbook_bucardo_retire'"
+            ).fetchone()["n"]
+        assert killed >= 1
+        worker.join(timeout=60)
+        app.execute("ROLLBACK")
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_retire_under_load_killed_mid_removal_finishes_on_rerun(bootstrapped, tmp_path):
+    the_lab, cfg, workload, _ = bootstrapped
+    runbook = retire.make_runbook(cfg)
+    for step in ("preflight", "verify", "stop", "proof"):
+        runbook.run(step)
+    error = _kill_mid_removal(cfg)
+    assert isinstance(error, PartiallyApplied), error
+    assert leftovers(cfg)["here"]["triggers"], "the kill left work to finish"
+    result = run_notebook("bucardo_retire", params_of(the_lab, keep="here"), archive=tmp_path)
+    assert result.summary["status"] == "succeeded"
+    assert "replication was stopped at" in result.output.read_text()  # the stop: already done
+    time.sleep(1)  # writes keep flowing on the kept side after the retire
+    committed = workload.stop()
+    assert workload.failures() == [], "the application saw errors"
+    assert committed > 100
+    left = leftovers(cfg)
+    assert left == {
+        "here": {"schemas": [], "triggers": [], "functions": []},
+        "there": {"schemas": [], "triggers": [], "functions": []},
+        "control": {},
+    }
+    assert BucardoCtl(cfg.bootstrap).mcp_pid() is None
+    mismatches = verify_ledger(cfg.kept, workload.ledger)
+    assert mismatches.empty, mismatches.head(20).to_string()
+    with connect(cfg.kept) as conn:
+        high = conn.execute("SELECT max(id) AS m FROM public.foo").fetchone()["m"]
+        ids = [
+            conn.execute(
+                "INSERT INTO public.foo (name, note) VALUES ('after', 'retire') RETURNING id"
+            ).fetchone()["id"]
+            for _ in range(3)
+        ]
+    assert ids[0] > high and ids == [ids[0], ids[0] + 1, ids[0] + 2], (high, ids)
