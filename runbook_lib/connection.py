@@ -85,6 +85,12 @@ def server_version_num(conn: psycopg.Connection) -> int:
     return int(conn.info.server_version)
 
 
+def server_major(endpoint: Endpoint) -> int:
+    """The server's major version (14 for 14.x), asked over a short connection."""
+    with connect(endpoint, application_name="runbook_lib version") as conn:
+        return server_version_num(conn) // 10000
+
+
 def server_version_text(conn: psycopg.Connection) -> str:
     """The version as people write it: 15.20 (not 150020)."""
     return (conn.info.parameter_status("server_version") or "").split(" ")[0]
