@@ -23,7 +23,9 @@ EXAMPLES = {
   runbook lab status
   runbook lab workload --seconds 60 --rate 50
   runbook lab down --purge""",
-    "up": "example:\n  runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data",
+    "up": """examples:
+  runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data
+  runbook lab up --pg-version here=15,there=18   # an upgrade: bootstrap 15 -> 18""",
     "status": "example:\n  runbook lab status --dir /tmp/lab",
     "down": "example:\n  runbook lab down --purge    # stop every lab process, then delete .lab/",
     "restart": "example:\n  runbook lab restart primary",
@@ -108,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB"
             )
+            p.add_argument(
+                "--pg-version",
+                metavar="V|NAME=V,...",
+                help="PostgreSQL major version of here, there and primary (14-18), or per "
+                "server: here=15,there=18 (control stays on Debian's, for plperl)",
+            )
+            p.add_argument(
+                "--pgbin",
+                metavar="DIR|NAME=DIR,...",
+                help="server binaries to run instead, for all or per server (like --pg-version)",
+            )
         if name == "down":
             p.add_argument("--purge", action="store_true", help="also delete the lab directory")
         if name == "restart":
@@ -174,7 +187,10 @@ def _lab(args: argparse.Namespace) -> int:
     from runbook_lib.lab import lab
 
     if args.lab_command == "up":
-        the_lab = lab.up(args.dir, scale=args.scale)
+        from runbook_lib.lab import versions
+
+        bindirs = versions.requested_bindirs(args.pg_version, args.pgbin)
+        the_lab = lab.up(args.dir, scale=args.scale, bindirs=bindirs)
         print(lab.status(the_lab.root).to_string(index=False))
         print(f"\nparameter files: {the_lab.parameters_dir}/")
     elif args.lab_command == "status":

@@ -34,13 +34,14 @@ class LocalCluster:
     logfile: Path
     superuser: str = "postgres"
     host: LocalHost = field(default=LOCAL, repr=False)
+    bindir: Path | None = None  # its server programs; None: pgbin's default version
 
     def endpoint(self, dbname: str = "postgres") -> Endpoint:
         return Endpoint(LOOPBACK, self.port, dbname, self.superuser)
 
     def pg_ctl_argv(self, *args: str) -> list[str]:
         """The pg_ctl command line for this cluster (run as the server's OS user)."""
-        return [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
+        return [pgbin.program("pg_ctl", self.bindir), "-D", str(self.datadir), *args]
 
     def start_argv(self) -> list[str]:
         return self.pg_ctl_argv("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
@@ -66,7 +67,7 @@ class LocalCluster:
         self.host.make_dir(self.datadir, owner=owner, mode=0o700)
         pwfile = self.datadir.parent / f".{self.datadir.name}.initdb-password"
         argv = [
-            pgbin.program("initdb"), "-D", str(self.datadir), "-U", self.superuser,
+            pgbin.program("initdb", self.bindir), "-D", str(self.datadir), "-U", self.superuser,
             "--auth-local=peer", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
         ]  # fmt: skip
         if password is None:

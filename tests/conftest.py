@@ -20,6 +20,26 @@ REPO = Path(__file__).resolve().parent.parent
 KEPT_LOGS = REPO / "test-logs"
 
 
+DEFAULT_PG_VERSIONS = "18"  # `make test`; `make test-versions` passes 14,16,17
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-versions",
+        default=DEFAULT_PG_VERSIONS,
+        help="PostgreSQL majors the version tests (marker `versions`) run on, besides Debian's "
+        f"15 that every other test uses (default {DEFAULT_PG_VERSIONS}); their binaries come "
+        "from `python -m runbook_lib.pgversions MAJOR`",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `pg_version` runs once per major of --pg-versions."""
+    if "pg_version" in metafunc.fixturenames:
+        majors = [int(v) for v in metafunc.config.getoption("pg_versions").split(",") if v]
+        metafunc.parametrize("pg_version", majors, ids=[f"pg{m}" for m in majors])
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     try:
         bindir = pgbin.bindir()
@@ -58,9 +78,11 @@ class LabFactory:
         self.previous_passfile = os.environ.get("PGPASSFILE")
         os.environ["PGPASSFILE"] = str(self.passfile)
 
-    def __call__(self, name: str = "lab", scale: int = 1) -> lab_module.Lab:
+    def __call__(
+        self, name: str = "lab", scale: int = 1, bindirs: dict[str, str] | None = None
+    ) -> lab_module.Lab:
         root = self.parent / f"{name}-{len(self.labs)}"
-        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port())
+        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port(), bindirs=bindirs)
         self.labs.append(the_lab)
         self.add_passwords(the_lab)
         return the_lab

@@ -59,6 +59,10 @@ class StandbyConfig:
         return Endpoint(LOOPBACK, self.standby_port, dbname or self.pgdatabase, self.pgsuperuser)
 
     def standby_cluster(self) -> LocalCluster:
+        """The standby's cluster, with the server programs of its major version (the
+        primary's, until a base backup is there)."""
+        from runbook_lib.standby.versions import standby_bindir
+
         datadir = Path(self.standby_datadir)
         return LocalCluster(
             name="standby",
@@ -67,6 +71,7 @@ class StandbyConfig:
             logfile=datadir.parent / f"{datadir.name}.log",
             superuser=self.pgsuperuser,
             host=self.standby_os_host,
+            bindir=standby_bindir(self),
         )
 
     @property

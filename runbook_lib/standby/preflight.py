@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from runbook_lib import pgbin
+from runbook_lib import pgbin, pgversions
 from runbook_lib.connection import connect, server_version_num, server_version_text
 from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.ports import port_accepts
+from runbook_lib.standby import versions
 from runbook_lib.standby.archiving import archiving_plan
 from runbook_lib.standby.config import StandbyConfig
 
@@ -55,7 +56,11 @@ def _primary_checks(cfg: StandbyConfig, rows: list[dict]) -> list[str]:
         )
         version = server_version_num(conn)
         shown = server_version_text(conn)
-        _check(rows, "server version", version >= 120000, shown, "needs 12 or later")
+        supported = version // 10000 in pgversions.SUPPORTED_MAJORS
+        first, last = pgversions.SUPPORTED_MAJORS[0], pgversions.SUPPORTED_MAJORS[-1]
+        _check(rows, "server version", supported, shown, f"needs {first} to {last}")
+        if not supported:
+            return []
         plan = archiving_plan(cfg, conn)
         restart = []
         for r in plan.itertuples():
@@ -76,6 +81,17 @@ def _primary_checks(cfg: StandbyConfig, rows: list[dict]) -> list[str]:
                 "the primary needs a restart for archiving: set restart_primary_command",
             )
         return restart
+
+
+def _version_checks(cfg: StandbyConfig, rows: list[dict]) -> bool:
+    """The standby can run the primary's major version here (programs, data directory)."""
+    problem = versions.mismatch(cfg)
+    if problem:
+        _check(rows, "standby version", False, problem, "same major version on both sides")
+        return False
+    major = versions.primary_major(cfg)
+    _check(rows, "standby version", True, f"PostgreSQL {major}", str(cfg.standby_cluster().bindir))
+    return True
 
 
 def _local_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
@@ -151,9 +167,12 @@ def _local_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
         cfg.server_python,
         "runs the WAL commands as the server's OS user",
     )
-    for program in ("pg_basebackup", "pg_archivecleanup"):
+    for program, find in (
+        ("pg_basebackup", lambda: versions.pg_basebackup(cfg)),
+        ("pg_archivecleanup", lambda: pgbin.program("pg_archivecleanup", cluster.bindir)),
+    ):
         try:
-            path, ok = pgbin.program(program), True
+            path, ok = find(), True
         except RunbookError as exc:
             path, ok = str(exc), False
         _check(rows, program, ok, path)
@@ -164,7 +183,8 @@ def preflight(cfg: StandbyConfig) -> Preflight:
     needed), free space, standby port free, standby data directory empty. Changes nothing."""
     rows: list[dict] = []
     restart = _primary_checks(cfg, rows)
-    _local_checks(cfg, rows)
+    if rows[0]["ok"] and _version_checks(cfg, rows):
+        _local_checks(cfg, rows)
     checks = pd.DataFrame(rows)
     failed = checks[~checks["ok"]]
     if len(failed):

@@ -158,8 +158,10 @@ def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     return _conf_string([*argv, "%f", "%p", "%r"])
 
 
-def archive_cleanup_command(cfg: StandbyConfig) -> str:
-    return _conf_string([pgbin.program("pg_archivecleanup"), str(cfg.archive_dir), "%r"])
+def archive_cleanup_command(cfg: StandbyConfig, major: int) -> str:
+    """pg_archivecleanup of the standby's major version, as the server runs it."""
+    cleanup = pgbin.program("pg_archivecleanup", pgbin.server_bindir(major))
+    return _conf_string([cleanup, str(cfg.archive_dir), "%r"])
 
 
 def recovery_end_command(cfg: StandbyConfig) -> str:
