@@ -13,7 +13,7 @@ import pytest
 import yaml
 from loads import Workload
 
-from runbook_lib.bucardo import retire, retire_leftovers, retire_state
+from runbook_lib.bucardo import retire, retire_leftovers, retire_preflight, retire_state
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.retire_config import validate_retire_parameters
 from runbook_lib.connection import connect
@@ -24,6 +24,7 @@ from runbook_lib.lab.workload import verify_ledger
 from runbook_lib.waiting import wait_until
 
 pytestmark = pytest.mark.slow
+RETIRED_QUIET_S = retire_preflight.QUIET_S + 1
 
 
 def params_of(the_lab: lab_module.Lab, **overrides) -> dict:
@@ -141,16 +142,24 @@ def test_retire_under_load_killed_mid_removal_finishes_on_rerun(bootstrapped, tm
     assert "replication was stopped at" in result.output.read_text()  # the stop: already done
     time.sleep(1)  # writes keep flowing on the kept side after the retire
     committed = workload.stop()
-    assert workload.failures() == [], "the application saw errors"
     assert committed > 100
-    left = leftovers(cfg)
-    assert left == {
-        "here": {"schemas": [], "triggers": [], "functions": []},
-        "there": {"schemas": [], "triggers": [], "functions": []},
+    assert_retired_cleanly(cfg, [workload])
+
+
+def assert_retired_cleanly(cfg: retire.RetireConfig, workloads: list[Workload]) -> None:
+    """No application error, nothing of Bucardo left, every ledger entry on the kept server
+    (the ledgers in the order they were written), inserts there counting by 1."""
+    for workload in workloads:
+        assert workload.failures() == [], "the application saw errors"
+    assert leftovers(cfg) == {
+        cfg.kept_name: {"schemas": [], "triggers": [], "functions": []},
+        cfg.retired_name: {"schemas": [], "triggers": [], "functions": []},
         "control": {},
     }
     assert BucardoCtl(cfg.bootstrap).mcp_pid() is None
-    mismatches = verify_ledger(cfg.kept, workload.ledger)
+    ledger = workloads[0].ledger.with_suffix(".all.jsonl")
+    ledger.write_text("".join(w.ledger.read_text() for w in workloads))
+    mismatches = verify_ledger(cfg.kept, ledger)
     assert mismatches.empty, mismatches.head(20).to_string()
     with connect(cfg.kept) as conn:
         high = conn.execute("SELECT max(id) AS m FROM public.foo").fetchone()["m"]
@@ -161,3 +170,36 @@ def test_retire_under_load_killed_mid_removal_finishes_on_rerun(bootstrapped, tm
             for _ in range(3)
         ]
     assert ids[0] > high and ids == [ids[0], ids[0] + 1, ids[0] + 2], (high, ids)
+
+
+# -- the whole upgrade: 15 -> newer major, move the application, retire the old server --------
+
+
+@pytest.mark.versions
+def test_upgrade_15_to_newer_major_bootstrap_move_and_retire_under_workload(
+    lab_factory, tmp_path, pg_version
+):
+    from runbook_lib import pgbin
+    from runbook_lib.connection import server_major
+
+    the_lab = lab_factory(
+        f"upgrade-{pg_version}", bindirs={"there": str(pgbin.server_bindir(pg_version))}
+    )
+    old_app = Workload(the_lab, "old-server", rate=50)
+    try:
+        run_notebook("bucardo_bootstrap", params_of(the_lab), archive=tmp_path / "runs")
+    finally:
+        old_app.stop()
+    new_app = Workload(the_lab, "new-server", rate=50, server="there")  # the application moves
+    try:
+        cfg = validate_retire_parameters(**params_of(the_lab, keep="there"))
+        assert (server_major(cfg.retired), server_major(cfg.kept)) == (15, pg_version)
+        time.sleep(RETIRED_QUIET_S)  # preflight wants the old server quiet this long
+        result = run_notebook(
+            "bucardo_retire", params_of(the_lab, keep="there"), archive=tmp_path / "runs"
+        )
+        assert result.summary["status"] == "succeeded"
+        time.sleep(1)
+    finally:
+        new_app.stop()
+    assert_retired_cleanly(cfg, [old_app, new_app])
