@@ -129,11 +129,18 @@ def _kill_mid_removal(cfg: retire.RetireConfig) -> Exception:
     return errors[0]
 
 
-def test_retire_under_load_killed_mid_removal_finishes_on_rerun(bootstrapped, tmp_path):
+def test_retire_under_load_cut_off_twice_finishes_on_rerun(bootstrapped, tmp_path):
+    """Cut off right after stopping the daemon (before recording it), then killed half-way
+    through removing the triggers; the notebook run again finishes the job."""
     the_lab, cfg, workload, _ = bootstrapped
-    runbook = retire.make_runbook(cfg)
+    for step in ("preflight", "verify"):
+        retire.make_runbook(cfg).run(step)
+    BucardoCtl(cfg.bootstrap).stop()  # what the stop step does before it records the moment
+    assert retire_state.read(cfg) is None
+    runbook = retire.make_runbook(cfg)  # a new session
     for step in ("preflight", "verify", "stop", "proof"):
-        runbook.run(step)
+        result = runbook.run(step)
+    assert "except" in result.summary and "changed on here since" in result.summary
     error = _kill_mid_removal(cfg)
     assert isinstance(error, PartiallyApplied), error
     assert leftovers(cfg)["here"]["triggers"], "the kill left work to finish"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from runbook_lib.bucardo import retire_state
+from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.retire_check import final_check
 from runbook_lib.bucardo.retire_config import RetireConfig, from_namespace
@@ -35,6 +36,12 @@ def _verify(run: RunContext) -> Any:
             f"replication was stopped at {record.stopped_at:%Y-%m-%d %H:%M:%S %Z} by an earlier "
             "run: the two databases are compared as of that moment by the proof step",
             already_done=True,
+        )
+    if not BucardoCtl(cfg.bootstrap).mcp_pid():
+        return StepResult(
+            "verify",
+            "not run: the Bucardo daemon is not running, so changes in flight cannot be told "
+            "from differences; the proof at the stop (step 4) compares the two databases",
         )
     return verify_databases(cfg.bootstrap, kick=not run.dry_run)
 

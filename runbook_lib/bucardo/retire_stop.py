@@ -19,7 +19,7 @@ from runbook_lib.errors import PartiallyApplied, PreconditionError, WaitTimeout
 from runbook_lib.host import display_command
 
 
-def _retired_pending(cfg: RetireConfig) -> int:
+def retired_pending(cfg: RetireConfig) -> int:
     rows = queue.queue_rows(cfg.bootstrap)
     return sum(r["pending_rows"] for r in rows if r["db"] == cfg.retired_name)
 
@@ -42,6 +42,24 @@ def _stop_daemon_again(cfg: RetireConfig, record: retire_state.Record) -> StepRe
     )
 
 
+def _already_stopped(cfg: RetireConfig) -> StepResult:
+    """No daemon, no record (stopped by hand, or a run cut off between the two): the stop is
+    recorded if nothing made on the retired side is left to replicate."""
+    if pending := retired_pending(cfg):
+        raise PreconditionError(
+            f"the Bucardo daemon is not running and {pending} changes made on "
+            f"{cfg.retired_name} have not reached {cfg.kept_name}: start it (the bootstrap's "
+            "Bucardo objects step), let it catch up and re-run; nothing was changed"
+        )
+    stopped_at = _kept_clock(cfg)
+    retire_state.write_stopped(cfg, stopped_at)
+    return StepResult(
+        "stop replication",
+        f"the daemon was not running; every change made on {cfg.retired_name} had reached "
+        f"{cfg.kept_name}: replication counts as stopped at {stopped_at:%H:%M:%S %Z}",
+    )
+
+
 def stop_replication(cfg: RetireConfig) -> StepResult:
     """Drain the retired side's queue, stop the daemon, record the moment on the retired side."""
     b = cfg.bootstrap
@@ -51,11 +69,7 @@ def stop_replication(cfg: RetireConfig) -> StepResult:
     bucardo = BucardoCtl(b)
     pid = bucardo.mcp_pid()
     if not pid:
-        raise PreconditionError(
-            f"the Bucardo daemon is not running, so changes made on {cfg.retired_name} may not "
-            f"have reached {cfg.kept_name}: start it (the bootstrap's Bucardo objects step) and "
-            "re-run; nothing was changed"
-        )
+        return _already_stopped(cfg)
     try:
         state = drain.wait_caught_up(b, timeout_s=b.drain_timeout_s)
     except WaitTimeout as exc:
@@ -63,7 +77,7 @@ def stop_replication(cfg: RetireConfig) -> StepResult:
             f"Bucardo did not catch up within drain_timeout_s={b.drain_timeout_s:g} s "
             f"({exc.last_observed!r}); nothing was changed"
         ) from exc
-    if pending := _retired_pending(cfg):
+    if pending := retired_pending(cfg):
         raise PreconditionError(
             f"{pending} changes made on {cfg.retired_name}, the database that goes, are still "
             f"waiting to reach {cfg.kept_name}: the application writes there. Move it to "
@@ -73,7 +87,7 @@ def stop_replication(cfg: RetireConfig) -> StepResult:
     bucardo.stop()
     stopped_at = _kept_clock(cfg)
     done = [f"Bucardo daemon (MCP pid {pid}) stopped"]
-    if pending := _retired_pending(cfg):
+    if pending := retired_pending(cfg):
         raise PartiallyApplied(
             "stopping replication", done,
             f"{pending} changes were made on {cfg.retired_name} while the daemon stopped: they "
