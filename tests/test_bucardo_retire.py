@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from loads import Workload
+from loads import Pgbench, Workload, pgbench_init
 
 from runbook_lib.bucardo import retire, retire_leftovers, retire_preflight, retire_state
 from runbook_lib.bucardo.ctl import BucardoCtl
@@ -54,6 +54,7 @@ def replication_intact(cfg: retire.RetireConfig) -> None:
 @pytest.fixture(scope="module")
 def bootstrapped(lab_factory, tmp_path_factory) -> Iterator[tuple]:
     the_lab = lab_factory("bucardo-retire")
+    pgbench_init(the_lab.endpoint("here", "widgets"), scale=1)
     workload = Workload(the_lab, "retire", rate=50)  # writes to `here`, which stays
     archive = tmp_path_factory.mktemp("runs")
     try:
@@ -133,6 +134,19 @@ def test_retire_under_load_cut_off_twice_finishes_on_rerun(bootstrapped, tmp_pat
     """Cut off right after stopping the daemon (before recording it), then killed half-way
     through removing the triggers; the notebook run again finishes the job."""
     the_lab, cfg, workload, _ = bootstrapped
+    pgbench = Pgbench(cfg.kept)  # TPC-B at full speed on top: four tables in every transaction
+    try:
+        _retire_cut_off_twice(the_lab, cfg, tmp_path)
+    finally:
+        pgbench.stop()
+    assert pgbench.errors() == [], "pgbench saw errors"
+    assert pgbench.transactions() > 500, "pgbench must have been writing throughout"
+    committed = workload.stop()
+    assert committed > 100
+    assert_retired_cleanly(cfg, [workload])
+
+
+def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp_path) -> None:
     for step in ("preflight", "verify"):
         retire.make_runbook(cfg).run(step)
     BucardoCtl(cfg.bootstrap).stop()  # what the stop step does before it records the moment
@@ -148,9 +162,6 @@ def test_retire_under_load_cut_off_twice_finishes_on_rerun(bootstrapped, tmp_pat
     assert result.summary["status"] == "succeeded"
     assert "replication was stopped at" in result.output.read_text()  # the stop: already done
     time.sleep(1)  # writes keep flowing on the kept side after the retire
-    committed = workload.stop()
-    assert committed > 100
-    assert_retired_cleanly(cfg, [workload])
 
 
 def assert_retired_cleanly(cfg: retire.RetireConfig, workloads: list[Workload]) -> None:

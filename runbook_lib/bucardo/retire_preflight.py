@@ -25,7 +25,7 @@ from runbook_lib.bucardo.retire_sequences import sequence_table
 from runbook_lib.connection import Endpoint, connect, server_version_text
 from runbook_lib.errors import ConfigurationError, PreconditionError, WaitTimeout
 
-QUIET_S = 10  # the retired database must have taken no application write for this long
+QUIET_S = 5  # the retired database must have taken no application write for this long
 CAUGHT_UP_WAIT_S = 60.0
 NOTHING = "nothing was changed"
 
