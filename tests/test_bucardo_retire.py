@@ -190,11 +190,11 @@ def assert_retired_cleanly(cfg: retire.RetireConfig, workloads: list[Workload]) 
     assert ids[0] > high and ids == [ids[0], ids[0] + 1, ids[0] + 2], (high, ids)
 
 
-# -- the whole upgrade: 15 -> newer major, move the application, retire the old server --------
+# -- the whole upgrade: 15 -> another major, move the application, retire the old server -------
 
 
 @pytest.mark.versions
-def test_upgrade_15_to_newer_major_bootstrap_move_and_retire_under_workload(
+def test_upgrade_15_to_another_major_bootstrap_move_and_retire_under_workload(
     lab_factory, tmp_path, pg_version
 ):
     from runbook_lib import pgbin
