@@ -5,6 +5,7 @@ change nothing; a removal killed half-way finishes when the notebook is run agai
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,16 @@ def test_retire_under_load_cut_off_twice_finishes_on_rerun(bootstrapped, tmp_pat
     committed = workload.stop()
     assert committed > 100
     assert_retired_cleanly(cfg, [workload])
+    again = run_notebook("bucardo_retire", params_of(the_lab, keep="here"), archive=tmp_path)
+    for step in CHANGING_STEPS:
+        assert summary_of(again, step)["already_done"], step
+
+
+CHANGING_STEPS = [s.name for s in retire.STEPS if s.changes]
+
+
+def summary_of(result, step: str) -> dict:
+    return json.loads((result.output.parent / "results" / f"{step}.summary.json").read_text())
 
 
 def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp_path) -> None:

@@ -46,11 +46,16 @@ def _verify(run: RunContext) -> Any:
     return verify_databases(cfg.bootstrap, kick=not run.dry_run)
 
 
-def _after_stop(step: str, function) -> Any:
+def _after_stop(step: str, function, needs: str) -> Any:
+    """A step that reads what the stop left: in a dry run only once an earlier (real) run got
+    that far (`needs`: the recorded stage), so that it only ever reads."""
+
     def run_it(run: RunContext) -> Any:
-        if run.dry_run and retire_state.read(run.config) is None:
-            return NothingToObserve(step, "replication is not stopped (the stop step only showed "
-                                    "its plan)")  # fmt: skip
+        record = retire_state.read(run.config) if run.dry_run else None
+        if run.dry_run and (record is None or not record.reached(needs)):
+            return NothingToObserve(
+                step, "replication is not stopped and proven (the stop step only showed its plan)"
+            )
         return function(run.config)
 
     return run_it
@@ -62,7 +67,7 @@ STEPS = [
     Step("verify", "2. Final verify (read-only)", _verify, changes=False),
     Step("stop", "3. Stop replication", lambda run: stop_replication(run.config),
          changes=True, plan=lambda run: plan_stop(run.config)),
-    Step("proof", "4. Proof at the stop (read-only)", _after_stop("proof", prove_cut),
+    Step("proof", "4. Proof at the stop", _after_stop("proof", prove_cut, "proven"),
          changes=False),
     Step("remove_from_databases", "5. Remove Bucardo from both databases",
          lambda run: remove_from_masters(run.config),
@@ -72,8 +77,8 @@ STEPS = [
          changes=True, plan=lambda run: plan_control(run.config)),
     Step("sequences", "7. Sequences count by 1", lambda run: restore_increments(run.config),
          changes=True, plan=lambda run: plan_restore(run.config)),
-    Step("final_check", "8. Final check (read-only)", _after_stop("final_check", final_check),
-         changes=False),
+    Step("final_check", "8. Final check (read-only)",
+         _after_stop("final_check", final_check, "proven"), changes=False),
 ]  # fmt: skip
 
 

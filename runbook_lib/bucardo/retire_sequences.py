@@ -58,7 +58,7 @@ def _retired_last_value(cfg: RetireConfig, seq: sequences.UsedSequence) -> int:
     """Ids the retired side handed out (0 when it cannot be read: it may be gone already)."""
     try:
         with connect(cfg.retired, application_name="runbook_bucardo_retire") as conn:
-            return sequences._state(conn, seq.ident)["last_value"]
+            return sequences.sequence_state(conn, seq.ident)["last_value"]
     except PreconditionError:
         return 0
 
@@ -72,8 +72,8 @@ def restart_sql(seq: sql.Identifier, start: int) -> sql.Composed:
 def _restore(conn, seq: sequences.UsedSequence, floor: int) -> int:
     def change() -> int:
         conn.execute(sequences.lock_sql(seq.ident))  # the sequence's lock until commit
-        high = max(floor, sequences._state(conn, seq.ident)["last_value"],
-                   sequences._highest_used(conn, seq))  # fmt: skip
+        high = max(floor, sequences.sequence_state(conn, seq.ident)["last_value"],
+                   sequences.highest_used(conn, seq))  # fmt: skip
         conn.execute(restart_sql(seq.ident, high + 1))
         return high + 1
 
