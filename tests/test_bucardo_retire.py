@@ -83,6 +83,16 @@ def test_keeping_the_side_the_application_does_not_write_to_is_refused(bootstrap
     replication_intact(wrong)
 
 
+def test_a_sync_that_does_not_exist_is_refused_before_anything(bootstrapped):
+    the_lab, cfg, _, _ = bootstrapped
+    other = validate_retire_parameters(**params_of(the_lab, keep="here", sync="nosuch"))
+    with pytest.raises(PreconditionError, match="no sync 'nosuch'"):
+        retire.make_runbook(other).run("preflight")
+    with pytest.raises(PreconditionError, match="not stopped yet"):
+        retire.make_runbook(other).run("remove_from_databases")
+    replication_intact(cfg)
+
+
 def test_dry_run_shows_every_change_and_changes_nothing(bootstrapped, tmp_path):
     the_lab, cfg, _, _ = bootstrapped
     result = run_notebook(
