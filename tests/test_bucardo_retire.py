@@ -88,7 +88,7 @@ def test_a_sync_that_does_not_exist_is_refused_before_anything(bootstrapped):
     other = validate_retire_parameters(**params_of(the_lab, keep="here", sync="nosuch"))
     with pytest.raises(PreconditionError, match="no sync 'nosuch'"):
         retire.make_runbook(other).run("preflight")
-    with pytest.raises(PreconditionError, match="not stopped yet"):
+    with pytest.raises(PreconditionError, match="not proven equal yet"):
         retire.make_runbook(other).run("remove_from_databases")
     replication_intact(cfg)
 

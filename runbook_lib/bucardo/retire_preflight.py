@@ -47,23 +47,20 @@ def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> None:
     checks.append({"check": label, "ok": True, "detail": f"{ep}, PostgreSQL {version}"})
 
 
-def _control(cfg: RetireConfig, checks: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _control(
+    cfg: RetireConfig, checks: list[dict[str, Any]]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """This sync's objects in the control database, and the other syncs there."""
     b = cfg.bootstrap
     with connect(b.control_admin, application_name="runbook_bucardo_retire") as admin:
         exists = catalog.database_exists(admin, b.bucardo_dbname)
     if not exists:
         checks.append({"check": "control database", "ok": True, "detail": "absent"})
-        return {}
+        return {}, []
     with connect(b.control, application_name="runbook_bucardo_retire") as conn:
         left = retire_leftovers.in_control(conn, b)
         others = retire_leftovers.other_syncs(conn, b)
         state = catalog.control_state(conn, b) if catalog.control_installed(conn) else None
-    if others:
-        raise PreconditionError(
-            f"Bucardo's control database {b.control} also runs sync(s) {', '.join(others)}: this "
-            "runbook stops the daemon and removes Bucardo's schema from both masters, which would "
-            f"stop them too; retire them first or separately; {NOTHING}"
-        )
     sync = state["sync"] if state else None
     if sync and (sync["herd"] != b.relgroup or sync["dbs"] != b.dbgroup):
         raise ConfigurationError(
@@ -78,7 +75,17 @@ def _control(cfg: RetireConfig, checks: list[dict[str, Any]]) -> dict[str, list[
         )
     detail = ", ".join(f"{k} {', '.join(v)}" for k, v in left.items()) or "nothing of this sync"
     checks.append({"check": "control database", "ok": True, "detail": detail})
-    return left
+    return left, others
+
+
+def _refuse_other_syncs(cfg: RetireConfig, others: list[str]) -> None:
+    if others:
+        raise PreconditionError(
+            f"Bucardo's control database {cfg.bootstrap.control} also runs sync(s) "
+            f"{', '.join(others)}: this runbook stops the daemon and removes Bucardo's schema "
+            f"from both masters, which would stop them too; retire them first or separately; "
+            f"{NOTHING}"
+        )
 
 
 def _masters(cfg: RetireConfig, checks: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
@@ -197,9 +204,16 @@ def preflight(cfg: RetireConfig) -> StepResult:
         )
     _server(cfg.kept, f"{cfg.kept_name} (stays)", checks)
     _server(cfg.retired, f"{cfg.retired_name} (goes)", checks)
-    control = _control(cfg, checks)
-    masters = _masters(cfg, checks)
+    control, others = _control(cfg, checks)
     record = retire_state.read(cfg)
+    if not record and "sync" not in control:
+        raise PreconditionError(
+            f"there is no sync {b.sync!r} in Bucardo's control database {b.control} and no "
+            f"record of an earlier retire on {cfg.retired_name}: check `sync`, `keep` and the "
+            f"connection parameters (syncs there: {', '.join(others) or 'none'}); {NOTHING}"
+        )
+    _refuse_other_syncs(cfg, others)
+    _masters(cfg, checks)
     if record and record.kept != cfg.kept_name:
         raise ConfigurationError(
             f"an earlier run of this retire kept {record.kept}, not {cfg.kept_name} (record on "
@@ -208,17 +222,8 @@ def preflight(cfg: RetireConfig) -> StepResult:
         )
     if record:
         progress = f"resuming: replication stopped at {record.stopped_at:%Y-%m-%d %H:%M:%S %Z}"
-    elif "sync" in control:
-        progress = _live_checks(cfg, checks)
     else:
-        left = any(any(v) for v in masters.values())
-        raise PreconditionError(
-            f"there is no sync {b.sync!r} in Bucardo's control database {b.control} and no "
-            "record of an earlier retire on either side"
-            + (" (Bucardo's objects are still on the masters: was the sync removed by hand?)"
-               if left else ": check `sync` and the connection parameters")
-            + f"; {NOTHING}"
-        )  # fmt: skip
+        progress = _live_checks(cfg, checks)
     checks.append({"check": "retire progress", "ok": True, "detail": progress})
     return StepResult(
         "preflight",
