@@ -48,7 +48,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     version = (
         (bindir / "PG_VERSION").read_text().strip() if (bindir / "PG_VERSION").exists() else ""
     )
-    return f"PostgreSQL binaries: {bindir} {version}".strip() + f"; running as uid {os.geteuid()}"
+    others = config.getoption("pg_versions")
+    return (
+        f"PostgreSQL binaries: {bindir} {version}".strip()
+        + f"; version tests on {others}; running as uid {os.geteuid()}"
+    )
 
 
 def _lab_parent() -> Path:

@@ -254,7 +254,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
     return StepResult(
         "target schema",
         f"database {cfg.pgdatabase} ready on {cfg.pghost2}:{cfg.pgport2}; "
-        + "; ".join(changed or ["nothing needed changing"])
+        + "; ".join([*(changed or ["nothing needed changing"]), *_left_out_notes(tables)])
         + " (keys and indexes follow the data copy)",
         tables=tables,
     )
@@ -289,8 +289,6 @@ def _build_target(cfg: BootstrapConfig, changed: list[str]) -> dict[str, pd.Data
         _restore_pre_data_without(cfg, listing, set(left_out["option"]))
         tables["column options left out"] = left_out
     changed.append(f"{count} pre-data objects restored")
-    if not left_out.empty:
-        changed.append(attoptions.summary(left_out))
     compared = _compare_tables(cfg)
     missing = compared[~compared["on_target"]]
     if len(missing):
@@ -299,6 +297,21 @@ def _build_target(cfg: BootstrapConfig, changed: list[str]) -> dict[str, pd.Data
             f"{', '.join(missing['table'])}; see the pg_restore output"
         )
     return {"tables": compared, **tables}
+
+
+def _left_out_notes(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """What the target's PostgreSQL does not know and was therefore not copied."""
+    notes = []
+    if "column options left out" in tables:
+        notes.append(attoptions.summary(tables["column options left out"]))
+    settings = tables.get("database settings")
+    if settings is not None and (settings["action"] == dbsettings.LEFT_OUT).any():
+        names = settings.loc[settings["action"] == dbsettings.LEFT_OUT, "name"]
+        notes.append(
+            "database settings the target's PostgreSQL does not know were left out: "
+            + ", ".join(sorted(set(names)))
+        )
+    return notes
 
 
 def _compare_tables(cfg: BootstrapConfig) -> pd.DataFrame:
