@@ -29,8 +29,9 @@ EXAMPLES = {
     "status": "example:\n  runbook lab status --dir /tmp/lab",
     "down": "example:\n  runbook lab down --purge    # stop every lab process, then delete .lab/",
     "restart": "example:\n  runbook lab restart primary",
-    "workload": """example:
-  runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
+    "workload": """examples:
+  runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl
+  runbook lab workload --seconds 0 --server there   # the application moved to the new server""",
     "runs": """examples:
   runbook runs --last 5
   runbook runs show 20261128T101500Z-warm_standby-3f9a1c
@@ -44,7 +45,8 @@ EXAMPLES = {
     "compare": "",  # filled from runbook_lib.compare.cli
     "run": """examples:
   runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
-  runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
+  runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4
+  runbook run bucardo_retire -f prod.yaml -p keep there   # the bootstrap's file, plus keep""",
 }
 
 
