@@ -44,12 +44,16 @@ def _control(cfg: RetireConfig, rows: list[dict[str, Any]]) -> None:
     b = cfg.bootstrap
     with connect(b.control_admin, application_name="runbook_bucardo_retire") as admin:
         exists = catalog.database_exists(admin, b.bucardo_dbname)
-    left = {}
+    left, running = {}, 0
     if exists:
         with connect(b.control, application_name="runbook_bucardo_retire") as conn:
             left = retire_leftovers.in_control(conn, b)
+            running = retire_leftovers.running_entries(conn, b)
+    if running:
+        left["dbrun"] = [f"{running} runs noted as in progress"]
     rows.append({"check": "control database", "ok": not left,
-                 "detail": str(left) if left else f"nothing of sync {b.sync}"})  # fmt: skip
+                 "detail": str(left) if left else f"nothing of sync {b.sync} (Bucardo keeps "
+                 "the history of its runs in bucardo.syncrun, without its name)"})  # fmt: skip
     pid = BucardoCtl(b).mcp_pid()
     rows.append({"check": "Bucardo daemon", "ok": pid is None,
                  "detail": f"MCP pid {pid} runs" if pid else "not running"})  # fmt: skip

@@ -35,6 +35,18 @@ def _left(cfg: RetireConfig) -> dict[str, list[str]]:
         return retire_leftovers.in_control(conn, b)
 
 
+def _clear_stale_runs(cfg: RetireConfig) -> int:
+    """The daemon is stopped: Bucardo's notes of this sync's runs in progress are stale."""
+    b = cfg.bootstrap
+    with connect(b.control_admin, application_name="runbook_bucardo_retire") as admin:
+        if not catalog.database_exists(admin, b.bucardo_dbname):
+            return 0
+    with connect(b.control, application_name="runbook_bucardo_retire") as conn:
+        if not retire_leftovers.running_entries(conn, b):
+            return 0
+        return conn.execute(retire_leftovers.STALE_RUNS_SQL, [b.sync]).rowcount
+
+
 def remove_from_control(cfg: RetireConfig) -> StepResult:
     record = retire_state.read(cfg)
     if record is None:
@@ -55,6 +67,8 @@ def remove_from_control(cfg: RetireConfig) -> StepResult:
                 raise
             raise PartiallyApplied("removing the sync from Bucardo", done, str(exc)) from exc
         done.append(" ".join(args[:2]) + " " + ", ".join(a for a in args[2:] if a != "--force"))
+    if stale := _clear_stale_runs(cfg):
+        done.append(f"{stale} stale notes of runs in progress cleared (bucardo.dbrun)")
     if left := _left(cfg):
         raise PartiallyApplied("removing the sync from Bucardo", done, f"still there: {left}")
     return StepResult(
@@ -68,4 +82,8 @@ def remove_from_control(cfg: RetireConfig) -> StepResult:
 def plan_control(cfg: RetireConfig) -> list[str]:
     bucardo = BucardoCtl(cfg.bootstrap)
     actions = [display_command(bucardo.argv(a)) for a in remove_commands(cfg, _left(cfg))]
-    return actions or ["nothing of this sync is left in Bucardo's control database"]
+    actions.append(
+        f"on {cfg.bootstrap.control}: {retire_leftovers.STALE_RUNS_SQL % repr(cfg.bootstrap.sync)}"
+        "  # Bucardo's notes of runs in progress, stale once the daemon is stopped (if any)"
+    )
+    return actions

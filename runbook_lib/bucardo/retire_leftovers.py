@@ -73,6 +73,19 @@ def in_control(conn: psycopg.Connection, cfg: BootstrapConfig) -> dict[str, list
     return {k: v for k, v in found.items() if v}
 
 
+STALE_RUNS_SQL = "DELETE FROM bucardo.dbrun WHERE sync = %s"
+
+
+def running_entries(conn: psycopg.Connection, cfg: BootstrapConfig) -> int:
+    """Rows of bucardo.dbrun (Bucardo's note of a run in progress) for this sync: none may be
+    left once its daemon is stopped (one killed mid-run leaves them behind)."""
+    if not catalog.control_installed(conn):
+        return 0
+    return conn.execute(
+        "SELECT count(*) AS n FROM bucardo.dbrun WHERE sync = %s", [cfg.sync]
+    ).fetchone()["n"]
+
+
 def other_syncs(conn: psycopg.Connection, cfg: BootstrapConfig) -> list[str]:
     """Syncs of the control database other than this one (the daemon serves them too)."""
     if not catalog.control_installed(conn):
