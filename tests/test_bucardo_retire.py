@@ -6,9 +6,12 @@ change nothing; a removal killed half-way finishes when the notebook is run agai
 from __future__ import annotations
 
 import json
-import threading
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,8 +21,9 @@ from runbook_lib.bucardo import retire, retire_leftovers, retire_preflight, reti
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.retire_config import validate_retire_parameters
 from runbook_lib.connection import connect
-from runbook_lib.errors import ConfigurationError, PartiallyApplied, PreconditionError
+from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.execute import run_notebook
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import lab as lab_module
 from runbook_lib.lab.workload import verify_ledger
 from runbook_lib.waiting import wait_until
@@ -105,45 +109,58 @@ def test_dry_run_shows_every_change_and_changes_nothing(bootstrapped, tmp_path):
     replication_intact(cfg)
 
 
-def _kill_mid_removal(cfg: retire.RetireConfig) -> Exception:
-    """Removal from both databases, its session killed once some tables are done: one table is
-    held locked by 'an application' so the step waits there."""
-    errors: list[Exception] = []
-    runbook = retire.make_runbook(cfg)
+def _only_locked_table_left(cfg: retire.RetireConfig, locked: str) -> bool:
+    with connect(cfg.kept) as conn:
+        left = {t["table"] for t in retire_leftovers.triggers(conn)}
+    return left == {locked}
 
-    def remove() -> None:
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid (from /proc: jupyter starts the kernel in a session of its own,
+    so killing the runner's process group would leave the kernel running)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            runbook.run("remove_from_databases")
-        except Exception as exc:  # what the notebook cell would show
-            errors.append(exc)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
+
+def _kill_run_mid_removal(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp_path) -> Path:
+    """`runbook run bucardo_retire`, killed (SIGKILL, kernel included) once the removal has
+    cleared every table of the kept side but one, which 'an application' holds locked."""
+    params = tmp_path / "retire.yaml"
+    params.write_text(yaml.safe_dump(params_of(the_lab, keep="here")))
+    archive = tmp_path / "killed"
+    argv = [sys.executable, "-m", "runbook_lib.cli", "run", "bucardo_retire",
+            "-f", str(params), "--archive", str(archive)]  # fmt: skip
+    locked = "public.sku_catalog"
     with connect(cfg.kept) as app:
         app.execute("BEGIN")
-        app.execute("SELECT count(*) FROM public.sku_catalog")  # ACCESS SHARE until rollback
-        worker = threading.Thread(target=remove)
-        worker.start()
-
-        def waiting_on_lock() -> bool:
-            with connect(cfg.kept) as conn:
-                left = retire_leftovers.triggers(conn)
-            return [t["table"] for t in left] == ["public.sku_catalog"] * len(left) and bool(left)
-
-        wait_until(waiting_on_lock, what="the removal to reach the locked table", timeout_s=60)
-        with connect(cfg.kept) as conn:
-            killed = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
-                "WHERE application_name = 'runbook_bucardo_retire'"
-            ).fetchone()["n"]
-        assert killed >= 1
-        worker.join(timeout=60)
+        app.execute(f"SELECT count(*) FROM {locked}")  # ACCESS SHARE until the rollback
+        run = LOCAL.start(argv, stdout_path=tmp_path / "killed.log")
+        try:
+            wait_until(lambda: _only_locked_table_left(cfg, locked) or run.poll() is not None,
+                       what="the removal to reach the locked table", timeout_s=120)  # fmt: skip
+            assert run.poll() is None, (tmp_path / "killed.log").read_text()
+        finally:
+            for pid in [run.pid, *_descendants(run.pid)]:  # the kernel runs in its own session
+                os.kill(pid, signal.SIGKILL)
+            run.wait(timeout=30)
         app.execute("ROLLBACK")
-    assert len(errors) == 1
-    return errors[0]
+    return next(archive.iterdir())
 
 
 def test_retire_under_load_cut_off_twice_finishes_on_rerun(bootstrapped, tmp_path):
-    """Cut off right after stopping the daemon (before recording it), then killed half-way
-    through removing the triggers; the notebook run again finishes the job."""
+    """Cut off right after stopping the daemon (before recording it), then the notebook run
+    killed half-way through removing the triggers; the notebook run again finishes the job."""
     the_lab, cfg, workload, _ = bootstrapped
     pgbench = Pgbench(cfg.kept)  # TPC-B at full speed on top: four tables in every transaction
     try:
@@ -176,8 +193,8 @@ def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp
     for step in ("preflight", "verify", "stop", "proof"):
         result = runbook.run(step)
     assert "except" in result.summary and "changed on here since" in result.summary
-    error = _kill_mid_removal(cfg)
-    assert isinstance(error, PartiallyApplied), error
+    killed = _kill_run_mid_removal(the_lab, cfg, tmp_path)
+    assert "proof at the stop: already done" in (killed / "notebook.ipynb").read_text()
     assert leftovers(cfg)["here"]["triggers"], "the kill left work to finish"
     result = run_notebook("bucardo_retire", params_of(the_lab, keep="here"), archive=tmp_path)
     assert result.summary["status"] == "succeeded"
