@@ -113,7 +113,11 @@ def plan_stop(cfg: RetireConfig) -> list[str]:
         + f"  # until every change logged before now is replicated "
         f"(at most {cfg.bootstrap.drain_timeout_s:g} s) and {cfg.retired_name}'s queue is empty",
         display_command(bucardo.argv(stop))
-        + f"  # then wait for MCP pid {bucardo.mcp_pid()} to exit",
+        + (
+            f"  # then wait for MCP pid {pid} to exit"
+            if (pid := bucardo.mcp_pid())
+            else "  # not needed now: the daemon is not running"
+        ),
         f"on {cfg.retired}: CREATE SCHEMA IF NOT EXISTS {retire_state.SCHEMA}; CREATE TABLE IF "
         f"NOT EXISTS {retire_state.SCHEMA}.{retire_state.TABLE} (...); INSERT the moment "
         "replication stopped",
