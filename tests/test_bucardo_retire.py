@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from loads import Pgbench, Workload, pgbench_init
 from runbook_lib.bucardo import retire, retire_leftovers, retire_preflight, retire_state
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.retire_config import validate_retire_parameters
+from runbook_lib.compare.result import DataMismatch
 from runbook_lib.connection import connect
 from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.execute import run_notebook
@@ -184,14 +186,32 @@ def summary_of(result, step: str) -> dict:
     return json.loads((result.output.parent / "results" / f"{step}.summary.json").read_text())
 
 
+@contextmanager
+def _changed_behind_bucardos_back(ep) -> Iterator[None]:
+    """One row of the retired copy changed where Bucardo's triggers do not see it, then put
+    back as it was."""
+    with connect(ep) as conn:
+        conn.execute("SET session_replication_role = replica")
+        row = conn.execute("SELECT bin_id, capacity FROM inventory.bins LIMIT 1").fetchone()
+        change = "UPDATE inventory.bins SET capacity = %s WHERE bin_id = %s"
+        conn.execute(change, [(row["capacity"] or 0) + 1000, row["bin_id"]])
+        try:
+            yield
+        finally:
+            conn.execute(change, [row["capacity"], row["bin_id"]])
+
+
 def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp_path) -> None:
     for step in ("preflight", "verify"):
         retire.make_runbook(cfg).run(step)
     BucardoCtl(cfg.bootstrap).stop()  # what the stop step does before it records the moment
     assert retire_state.read(cfg) is None
     runbook = retire.make_runbook(cfg)  # a new session
-    for step in ("preflight", "verify", "stop", "proof"):
-        result = runbook.run(step)
+    for step in ("preflight", "verify", "stop"):
+        runbook.run(step)
+    with _changed_behind_bucardos_back(cfg.retired), pytest.raises(DataMismatch, match="bins"):
+        runbook.run("proof")
+    result = runbook.run("proof")  # the row is as it was again: proven
     assert "except" in result.summary and "changed on here since" in result.summary
     killed = _kill_run_mid_removal(the_lab, cfg, tmp_path)
     assert "proof at the stop: already done" in (killed / "notebook.ipynb").read_text()

@@ -62,7 +62,7 @@ def _rows(cfg: RetireConfig, outside: list[settled.Outside]) -> list[dict[str, A
             cfg.kept_name: o.rows[k],
             cfg.retired_name: o.rows[r],
             f"keys changed on {cfg.kept_name} since the stop": len(o.differing),
-            "verdict": "identical as of the stop" if o.equal else "DIFFERENT",
+            "verdict": "identical as of the stop" if o.equal else "NOT PROVEN",
         }
         for o in outside
     ]
@@ -111,7 +111,8 @@ def prove_cut(cfg: RetireConfig, *, progress: bool = True) -> StepResult:
     if different or retired_pending:
         mismatch = DataMismatch(
             f"the retired copy is not proven equal to {cfg.kept_name} as of the stop: "
-            + (f"tables {', '.join(different)} differ outside the keys changed since; "
+            + (f"tables {', '.join(different)} differ outside the keys changed since (or had more "
+               f"than {settled.MAX_SUSPECTS} keys changed since, too many to set aside); "
                if different else "")
             + (f"{retired_pending} changes made on {cfg.retired_name} never reached "
                f"{cfg.kept_name}; " if retired_pending else "")
