@@ -88,26 +88,24 @@ def _refuse_other_syncs(cfg: RetireConfig, others: list[str]) -> None:
         )
 
 
-def _masters(cfg: RetireConfig, checks: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
-    found = {}
+def _masters(cfg: RetireConfig, checks: list[dict[str, Any]]) -> None:
+    """What of Bucardo each master holds; refused when another sync shares its schema."""
     for name, ep in cfg.sides().items():
         with connect(ep, application_name="runbook_bucardo_retire") as conn:
             syncs = retire_leftovers.syncs_on_master(conn)
-            found[name] = retire_leftovers.on_master(conn)
+            left = retire_leftovers.on_master(conn)
         others = [s for s in syncs if s != cfg.bootstrap.sync]
         if others:
             raise PreconditionError(
                 f"Bucardo also captures changes on {name} ({ep}) for sync(s) {', '.join(others)}; "
                 f"its schema there is shared with them and cannot be removed; {NOTHING}"
             )
-        left = found[name]
         checks.append({
             "check": f"Bucardo on {name}",
             "ok": True,
             "detail": f"{len(left['triggers'])} triggers, {len(left['functions'])} functions, "
             f"schemas {left['schemas'] or 'none'}",
         })  # fmt: skip
-    return found
 
 
 def _retired_writes(cfg: RetireConfig) -> list[dict[str, Any]]:
