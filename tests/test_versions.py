@@ -45,8 +45,8 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
     the_lab = lab_factory(f"up-{pg_version}", bindirs=bindirs(there=pg_version))
     cfg = config_of(the_lab)
     assert (server_major(cfg.source), server_major(cfg.target_admin)) == (DEBIAN, pg_version)
-    with connect(cfg.source) as src:  # a setting 16 removed; copied as it is to 15
-        src.execute(f"ALTER DATABASE {cfg.pgdatabase} SET vacuum_defer_cleanup_age = 0")
+    with connect(cfg.source) as src:  # renamed in 16 (debug_parallel_query)
+        src.execute(f"ALTER DATABASE {cfg.pgdatabase} SET force_parallel_mode = off")
     workload = Workload(the_lab, f"up{pg_version}")
     try:
         result = run_notebook("bucardo_bootstrap", params_of(the_lab), archive=tmp_path / "runs")
@@ -71,9 +71,9 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
         ).fetchall()
     copied = [r["s"] for r in settings]
     if pg_version >= 16:
-        assert "vacuum_defer_cleanup_age" in schema_summary and copied == [], copied
+        assert "force_parallel_mode" in schema_summary and copied == [], copied
     else:
-        assert copied == ["vacuum_defer_cleanup_age=0"]
+        assert copied == ["force_parallel_mode=off"]
 
 
 @pytest.mark.slow
