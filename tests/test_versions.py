@@ -13,9 +13,11 @@ from test_standby_integration import ledger_before, marker_on, start_workload, s
 
 from runbook_lib import pgbin, pgversions, standby
 from runbook_lib.bucardo import attoptions
+from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect, server_major
 from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.execute import run_notebook
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import versions
 from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.lab.workload import verify_ledger
@@ -24,7 +26,8 @@ DEBIAN = 15
 
 
 def bindirs(**majors: int) -> dict[str, str]:
-    return {name: str(pgbin.server_bindir(major)) for name, major in majors.items()}
+    """Server name -> binaries of its major (installed now when missing, as make test does)."""
+    return {name: str(pgversions.install(major)) for name, major in majors.items()}
 
 
 def summary_of(result, step: str) -> str:
@@ -145,12 +148,14 @@ def test_lab_refuses_a_control_server_on_another_version_and_unknown_majors():
         versions.requested_bindirs("13", None)
 
 
-def test_standby_preflight_refuses_a_data_directory_of_another_major(lab_factory):
-    lab = lab_factory("ws-mismatch")  # primary on Debian's 15
-    cfg = standby.validate(**warm_standby_parameters(lab))
+def test_standby_preflight_refuses_a_data_directory_of_another_major(shared_lab, postgres_dir):
+    datadir = postgres_dir / "standby" / "data"  # the shared lab's primary runs Debian's 15
+    values = warm_standby_parameters(shared_lab) | {"standby_datadir": str(datadir)}
+    cfg = standby.validate(**values)
     other = max(pgversions.SUPPORTED_MAJORS)
-    standby_of_other = lab.standby_cluster()
+    standby_of_other = cfg.standby_cluster()
     standby_of_other.bindir = pgbin.server_bindir(other)
+    LOCAL.make_dir(datadir.parent, owner=server_os_user(), mode=0o700)
     standby_of_other.init()  # a real data directory of another major where the standby goes
     with pytest.raises(PreconditionError, match=f"holds a PostgreSQL {other} data directory"):
         standby.preflight(cfg)
