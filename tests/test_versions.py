@@ -13,9 +13,11 @@ from test_standby_integration import ledger_before, marker_on, start_workload, s
 
 from runbook_lib import pgbin, pgversions, standby
 from runbook_lib.bucardo import attoptions
+from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect, server_major
 from runbook_lib.errors import ConfigurationError, PreconditionError
 from runbook_lib.execute import run_notebook
+from runbook_lib.host import LOCAL
 from runbook_lib.lab import versions
 from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.lab.workload import verify_ledger
@@ -24,7 +26,8 @@ DEBIAN = 15
 
 
 def bindirs(**majors: int) -> dict[str, str]:
-    return {name: str(pgbin.server_bindir(major)) for name, major in majors.items()}
+    """Server name -> binaries of its major (installed now when missing, as make test does)."""
+    return {name: str(pgversions.install(major)) for name, major in majors.items()}
 
 
 def summary_of(result, step: str) -> str:
@@ -45,8 +48,8 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
     the_lab = lab_factory(f"up-{pg_version}", bindirs=bindirs(there=pg_version))
     cfg = config_of(the_lab)
     assert (server_major(cfg.source), server_major(cfg.target_admin)) == (DEBIAN, pg_version)
-    with connect(cfg.source) as src:  # a setting 16 removed; copied as it is to 15
-        src.execute(f"ALTER DATABASE {cfg.pgdatabase} SET vacuum_defer_cleanup_age = 0")
+    with connect(cfg.source) as src:  # renamed in 16 (debug_parallel_query)
+        src.execute(f"ALTER DATABASE {cfg.pgdatabase} SET force_parallel_mode = off")
     workload = Workload(the_lab, f"up{pg_version}")
     try:
         result = run_notebook("bucardo_bootstrap", params_of(the_lab), archive=tmp_path / "runs")
@@ -71,9 +74,9 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
         ).fetchall()
     copied = [r["s"] for r in settings]
     if pg_version >= 16:
-        assert "vacuum_defer_cleanup_age" in schema_summary and copied == [], copied
+        assert "force_parallel_mode" in schema_summary and copied == [], copied
     else:
-        assert copied == ["vacuum_defer_cleanup_age=0"]
+        assert copied == ["force_parallel_mode=off"]
 
 
 @pytest.mark.slow
@@ -145,12 +148,14 @@ def test_lab_refuses_a_control_server_on_another_version_and_unknown_majors():
         versions.requested_bindirs("13", None)
 
 
-def test_standby_preflight_refuses_a_data_directory_of_another_major(lab_factory):
-    lab = lab_factory("ws-mismatch")  # primary on Debian's 15
-    cfg = standby.validate(**warm_standby_parameters(lab))
+def test_standby_preflight_refuses_a_data_directory_of_another_major(shared_lab, postgres_dir):
+    datadir = postgres_dir / "standby" / "data"  # the shared lab's primary runs Debian's 15
+    values = warm_standby_parameters(shared_lab) | {"standby_datadir": str(datadir)}
+    cfg = standby.validate(**values)
     other = max(pgversions.SUPPORTED_MAJORS)
-    standby_of_other = lab.standby_cluster()
+    standby_of_other = cfg.standby_cluster()
     standby_of_other.bindir = pgbin.server_bindir(other)
+    LOCAL.make_dir(datadir.parent, owner=server_os_user(), mode=0o700)
     standby_of_other.init()  # a real data directory of another major where the standby goes
     with pytest.raises(PreconditionError, match=f"holds a PostgreSQL {other} data directory"):
         standby.preflight(cfg)

@@ -78,10 +78,13 @@ def without_options(script: str, unknown: set[str]) -> tuple[str, int]:
     return "".join(kept), removed
 
 
-def summary(unknown: pd.DataFrame) -> str:
-    """One sentence naming the options left out and how many columns carried them."""
+def summary(unknown: pd.DataFrame, *, done: bool = True) -> str:
+    """One sentence naming the options left out (or to be) and how many columns carry them."""
     parts = [
         f"{name} on {len(group)} column(s) of {group['table'].nunique()} table(s)"
         for name, group in unknown.groupby("option")
     ]
-    return "column options the target's PostgreSQL does not know were left out: " + "; ".join(parts)
+    verb = "were" if done else "will be"
+    return f"column options the target's PostgreSQL does not know {verb} left out: " + "; ".join(
+        parts
+    )

@@ -217,7 +217,11 @@ def _version_checks(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
         unknown = attoptions.unknown_on_target(attoptions.source_options(src), dst)
     if not unknown.empty:
         checks.append(
-            {"check": "column options", "ok": True, "detail": attoptions.summary(unknown)}
+            {
+                "check": "column options",
+                "ok": True,
+                "detail": attoptions.summary(unknown, done=False),
+            }
         )
 
 

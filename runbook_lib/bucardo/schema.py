@@ -220,7 +220,7 @@ def plan_target_schema(cfg: BootstrapConfig) -> list[str]:
     if not left_out.empty:
         actions.append(
             "instead of that pg_restore: pg_restore -f - into an SQL script, then psql "
-            "--single-transaction; " + attoptions.summary(left_out)
+            "--single-transaction; " + attoptions.summary(left_out, done=False)
         )
     return actions
 

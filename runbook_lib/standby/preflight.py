@@ -83,15 +83,14 @@ def _primary_checks(cfg: StandbyConfig, rows: list[dict]) -> list[str]:
         return restart
 
 
-def _version_checks(cfg: StandbyConfig, rows: list[dict]) -> bool:
+def _version_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
     """The standby can run the primary's major version here (programs, data directory)."""
     problem = versions.mismatch(cfg)
     if problem:
         _check(rows, "standby version", False, problem, "same major version on both sides")
-        return False
+        return
     major = versions.primary_major(cfg)
     _check(rows, "standby version", True, f"PostgreSQL {major}", str(cfg.standby_cluster().bindir))
-    return True
 
 
 def _local_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
@@ -112,9 +111,12 @@ def _local_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
         f"{free_mb} MB",
         f"at least {MIN_FREE_MB} MB",
     )
-    cluster = cfg.standby_cluster()
+    try:
+        cluster = cfg.standby_cluster()
+    except RunbookError:
+        cluster = None  # the primary's version is unknown or has no programs here: see above
     datadir = cfg.standby_datadir
-    running = cluster.is_running()
+    running = cluster is not None and cluster.is_running()
     built = host.exists(datadir / "PG_VERSION")
     empty = not host.exists(datadir) or not host.list_dir(datadir)
     _check(
@@ -167,6 +169,8 @@ def _local_checks(cfg: StandbyConfig, rows: list[dict]) -> None:
         cfg.server_python,
         "runs the WAL commands as the server's OS user",
     )
+    if cluster is None:
+        return
     for program, find in (
         ("pg_basebackup", lambda: versions.pg_basebackup(cfg)),
         ("pg_archivecleanup", lambda: pgbin.program("pg_archivecleanup", cluster.bindir)),
@@ -183,8 +187,9 @@ def preflight(cfg: StandbyConfig) -> Preflight:
     needed), free space, standby port free, standby data directory empty. Changes nothing."""
     rows: list[dict] = []
     restart = _primary_checks(cfg, rows)
-    if rows[0]["ok"] and _version_checks(cfg, rows):
-        _local_checks(cfg, rows)
+    if rows[0]["ok"]:
+        _version_checks(cfg, rows)
+    _local_checks(cfg, rows)
     checks = pd.DataFrame(rows)
     failed = checks[~checks["ok"]]
     if len(failed):
