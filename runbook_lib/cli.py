@@ -25,14 +25,16 @@ EXAMPLES = {
   runbook lab down --purge""",
     "up": """examples:
   runbook lab up --dir /tmp/lab --scale 100   # about 1 GB of sample data
-  runbook lab up --hosts --dir /tmp/hosts     # one network host per server, over SSH (root)""",
+  runbook lab up --hosts --dir /tmp/hosts     # one network host per server, over SSH (root)
+  runbook lab up --pg-version here=15,there=18   # an upgrade: bootstrap 15 -> 18""",
     "status": "example:\n  runbook lab status --dir /tmp/lab",
     "down": "example:\n  runbook lab down --purge    # stop every lab process, then delete .lab/",
     "restart": "example:\n  runbook lab restart primary",
     "cut": "example:\n  runbook lab cut standby     # hosts lab: partition the standby's host",
     "heal": "example:\n  runbook lab heal standby",
-    "workload": """example:
-  runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl""",
+    "workload": """examples:
+  runbook lab workload --seconds 120 --rate 30 --ledger /tmp/ledger.jsonl
+  runbook lab workload --seconds 0 --server there   # the application moved to the new server""",
     "runs": """examples:
   runbook runs --last 5
   runbook runs show 20261128T101500Z-warm_standby-3f9a1c
@@ -46,7 +48,8 @@ EXAMPLES = {
     "compare": "",  # filled from runbook_lib.compare.cli
     "run": """examples:
   runbook run warm_standby -f .lab/parameters/warm_standby.yaml -p mode pg_standby
-  runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4""",
+  runbook run notebooks/bucardo_bootstrap.ipynb -f prod.yaml -p copy_jobs 4
+  runbook run bucardo_retire -f prod.yaml -p keep there   # the bootstrap's file, plus keep""",
 }
 
 
@@ -113,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument(
                 "--scale", type=int, default=1, help="sample data size: 1 ~ 10 MB, 100 ~ 1 GB"
+            )
+            p.add_argument(
+                "--pg-version",
+                metavar="V|NAME=V,...",
+                help="PostgreSQL major version of here, there and primary (14-18), or per "
+                "server: here=15,there=18 (control stays on Debian's, for plperl)",
+            )
+            p.add_argument(
+                "--pgbin",
+                metavar="DIR|NAME=DIR,...",
+                help="server binaries to run instead, for all or per server (like --pg-version)",
             )
             p.add_argument(
                 "--hosts",
@@ -231,7 +245,10 @@ def _lab(args: argparse.Namespace) -> int:
     if args.lab_command in ("cut", "heal"):
         raise PreconditionError(f"lab {args.lab_command} needs a hosts lab (lab up --hosts)")
     if args.lab_command == "up":
-        the_lab = lab.up(args.dir, scale=args.scale)
+        from runbook_lib.lab import versions
+
+        bindirs = versions.requested_bindirs(args.pg_version, args.pgbin)
+        the_lab = lab.up(args.dir, scale=args.scale, bindirs=bindirs)
         print(lab.status(the_lab.root).to_string(index=False))
         print(f"\nparameter files: {the_lab.parameters_dir}/")
     elif args.lab_command == "status":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from runbook_lib import pgbin
 from runbook_lib.connection import Endpoint
@@ -36,13 +36,20 @@ class LocalCluster:
     superuser: str = "postgres"
     host: LocalHost = field(default=LOCAL, repr=False)  # or an SshHost (ssh_host.py)
     listen_address: str = LOOPBACK
+    bindir: Path | None = None  # its server programs (on its host); None: pgbin's default
 
     def endpoint(self, dbname: str = "postgres") -> Endpoint:
         return Endpoint(self.listen_address, self.port, dbname, self.superuser)
 
+    def program(self, name: str) -> str:
+        """A server program of this cluster's version (on another host: as found there)."""
+        if self.bindir is not None and self.host is not LOCAL:
+            return str(PurePosixPath(self.bindir) / name)
+        return pgbin.program(name, self.bindir)
+
     def pg_ctl_argv(self, *args: str) -> list[str]:
         """The pg_ctl command line for this cluster (run as the server's OS user)."""
-        return [pgbin.program("pg_ctl"), "-D", str(self.datadir), *args]
+        return [self.program("pg_ctl"), "-D", str(self.datadir), *args]
 
     def start_argv(self) -> list[str]:
         return self.pg_ctl_argv("-l", str(self.logfile), "-w", "-t", str(START_TIMEOUT_S), "start")
@@ -68,7 +75,7 @@ class LocalCluster:
         self.host.make_dir(self.datadir, owner=owner, mode=0o700)
         pwfile = self.datadir.parent / f".{self.datadir.name}.initdb-password"
         argv = [
-            pgbin.program("initdb"), "-D", str(self.datadir), "-U", self.superuser,
+            self.program("initdb"), "-D", str(self.datadir), "-U", self.superuser,
             "--auth-local=peer", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
         ]  # fmt: skip
         if password is None:

@@ -86,13 +86,32 @@ def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psy
             "service file"
         ) from exc
     record.record_server_version(
-        f"{endpoint.host}:{endpoint.port}", conn.info.parameter_status("server_version") or ""
+        f"{endpoint.host}:{endpoint.port}",
+        conn.info.parameter_status("server_version") or "",
+        server_program(endpoint, conn),
     )
     return conn
 
 
+def server_program(endpoint: Endpoint, conn: psycopg.Connection) -> str | None:
+    """The postgres binary serving conn, for a server on this machine whose processes we may
+    inspect (root, or our own); None otherwise."""
+    if endpoint.host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        return os.readlink(f"/proc/{conn.info.backend_pid}/exe")
+    except OSError:
+        return None
+
+
 def server_version_num(conn: psycopg.Connection) -> int:
     return int(conn.info.server_version)
+
+
+def server_major(endpoint: Endpoint) -> int:
+    """The server's major version (14 for 14.x), asked over a short connection."""
+    with connect(endpoint, application_name="runbook_lib version") as conn:
+        return server_version_num(conn) // 10000
 
 
 def server_version_text(conn: psycopg.Connection) -> str:

@@ -301,13 +301,19 @@ class LocalHost:
         return True
 
     def pid_alive(self, pid: int) -> bool:
+        """Whether pid runs. An exited process its parent has not reaped yet (a zombie: a
+        stopped postmaster waits there for init, here up to 2 s) is not alive."""
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        return True
+            pass
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True  # no /proc: the signal said it exists
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 LOCAL = LocalHost()

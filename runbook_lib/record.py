@@ -48,15 +48,17 @@ def read_json(path: Path, default: Any) -> Any:
         return default
 
 
-def record_server_version(label: str, version: str) -> None:
-    """Remember a server's version (called on every admin connection during a run)."""
+def record_server_version(label: str, version: str, program: str | None = None) -> None:
+    """Remember a server's version and, when known, the server program it runs (called on
+    every admin connection during a run)."""
     where = run_dir()
     if where is None:
         return
     path = where / "servers.json"
     servers = read_json(path, {})
-    if servers.get(label) != version:
-        servers[label] = version
+    entry = {"version": version, "program": program}
+    if servers.get(label) != entry:
+        servers[label] = entry
         write_json(path, servers)
 
 

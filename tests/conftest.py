@@ -21,6 +21,26 @@ REPO = Path(__file__).resolve().parent.parent
 KEPT_LOGS = REPO / "test-logs"
 
 
+DEFAULT_PG_VERSIONS = "18"  # `make test`; `make test-versions` passes 14,16,17
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-versions",
+        default=DEFAULT_PG_VERSIONS,
+        help="PostgreSQL majors the version tests (marker `versions`) run on, besides Debian's "
+        f"15 that every other test uses (default {DEFAULT_PG_VERSIONS}); their binaries come "
+        "from `python -m runbook_lib.pgversions MAJOR`",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `pg_version` runs once per major of --pg-versions."""
+    if "pg_version" in metafunc.fixturenames:
+        majors = [int(v) for v in metafunc.config.getoption("pg_versions").split(",") if v]
+        metafunc.parametrize("pg_version", majors, ids=[f"pg{m}" for m in majors])
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     try:
         bindir = pgbin.bindir()
@@ -29,7 +49,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     version = (
         (bindir / "PG_VERSION").read_text().strip() if (bindir / "PG_VERSION").exists() else ""
     )
-    return f"PostgreSQL binaries: {bindir} {version}".strip() + f"; running as uid {os.geteuid()}"
+    others = config.getoption("pg_versions")
+    return (
+        f"PostgreSQL binaries: {bindir} {version}".strip()
+        + f"; version tests on {others}; running as uid {os.geteuid()}"
+    )
 
 
 def _lab_parent() -> Path:
@@ -59,9 +83,11 @@ class LabFactory:
         self.previous_passfile = os.environ.get("PGPASSFILE")
         os.environ["PGPASSFILE"] = str(self.passfile)
 
-    def __call__(self, name: str = "lab", scale: int = 1) -> lab_module.Lab:
+    def __call__(
+        self, name: str = "lab", scale: int = 1, bindirs: dict[str, str] | None = None
+    ) -> lab_module.Lab:
         root = self.parent / f"{name}-{len(self.labs)}"
-        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port())
+        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port(), bindirs=bindirs)
         self.labs.append(the_lab)
         self.add_passwords(the_lab)
         return the_lab

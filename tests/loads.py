@@ -68,11 +68,13 @@ class Workload:
     """`runbook lab workload` in the background (inserts, updates, deletes, key changes, with a
     ledger of every commit), stopped with SIGTERM."""
 
-    def __init__(self, the_lab: lab_module.Lab, name: str, rate: int = 20) -> None:
+    def __init__(
+        self, the_lab: lab_module.Lab, name: str, rate: int = 20, server: str = "here"
+    ) -> None:
         self.ledger = the_lab.root / "workload" / f"{name}.jsonl"
         argv = [sys.executable, "-m", "runbook_lib.cli", "lab", "workload",
                 "--dir", str(the_lab.root), "--seconds", "0", "--rate", str(rate),
-                "--ledger", str(self.ledger)]  # fmt: skip
+                "--server", server, "--ledger", str(self.ledger)]  # fmt: skip
         self.proc = LOCAL.start(argv, stdout_path=the_lab.root / "workload" / f"{name}.log")
         time.sleep(1.5)  # some writes before the bootstrap starts
 

@@ -166,7 +166,7 @@ def test_standby_pgdatabase_comes_from_environment_or_must_be_given(monkeypatch)
     assert standby_config.validate(**standby).pgdatabase == "orders"
 
 
-@pytest.mark.parametrize("notebook", ["bucardo_bootstrap", "warm_standby"])
+@pytest.mark.parametrize("notebook", ["bucardo_bootstrap", "bucardo_retire", "warm_standby"])
 def test_notebook_defaults_name_none_of_the_labs_data(notebook):
     declared = notebook_params.declared_parameters(NOTEBOOKS / f"{notebook}.ipynb")
     assert declared["pgdatabase"].default in ('""', "''")

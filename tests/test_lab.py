@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -212,3 +213,25 @@ def test_workload_survives_a_restart_of_its_server_and_its_ledger_still_verifies
     assert summary.committed > 100
     assert entries[-1]["op"] != "in_doubt"  # it went on writing after the restart
     assert workload.verify_ledger(endpoint, ledger).empty
+
+
+def test_an_exited_process_its_parent_has_not_reaped_is_not_alive():
+    """lab down waits for each postmaster to exit; a stopped one lingers as a zombie until
+    init reaps it, which must not count as running."""
+    from pathlib import Path
+
+    from runbook_lib.waiting import wait_until
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        wait_until(
+            lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z",
+            what="the child to exit",
+            timeout_s=30,
+            interval_s=0.01,
+        )
+        assert not LOCAL.pid_alive(child.pid)
+        assert LOCAL.pid_alive(os.getpid())
+    finally:
+        child.wait()

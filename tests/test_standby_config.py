@@ -79,7 +79,7 @@ def test_validate_accepts_a_command_line_string_as_argv():
 
 def test_standby_mode_settings_use_cleanup_and_a_non_waiting_restore_command():
     cfg = config.validate(**good())
-    settings = backup.recovery_settings(cfg)
+    settings = backup.recovery_settings(cfg, 15)
     restore = shlex.split(settings["restore_command"])
     assert restore[:3] == ["/usr/bin/python3", "-I", "-S"]
     assert "--wait" not in restore and "--trigger" not in restore
@@ -92,7 +92,7 @@ def test_standby_mode_settings_use_cleanup_and_a_non_waiting_restore_command():
 
 def test_pg_standby_mode_settings_wait_turn_prefetch_off_and_remove_the_trigger():
     cfg = config.validate(**good(mode="pg_standby"))
-    settings = backup.recovery_settings(cfg)
+    settings = backup.recovery_settings(cfg, 15)
     restore = shlex.split(settings["restore_command"])
     assert "--wait" in restore
     assert restore[restore.index("--trigger") + 1] == "/srv/standby/failover.trigger"
@@ -106,11 +106,17 @@ def test_pg_standby_mode_settings_wait_turn_prefetch_off_and_remove_the_trigger(
     assert settings["archive_cleanup_command"] == ""
 
 
+def test_pg_standby_mode_on_14_leaves_out_recovery_prefetch_which_14_does_not_know():
+    cfg = config.validate(**good(mode="pg_standby"))
+    assert "recovery_prefetch" not in backup.recovery_settings(cfg, 14)
+    assert "--wait" in shlex.split(backup.recovery_settings(cfg, 14)["restore_command"])
+
+
 def test_archive_cleanup_off_removes_nothing_in_either_mode():
     for mode in config.MODES:
         cfg = config.validate(**good(mode=mode, archive_cleanup=False))
         assert "--cleanup" not in restore_command(cfg, cfg.standby_tools_dir)
-        assert backup.recovery_settings(cfg)["archive_cleanup_command"] == ""
+        assert backup.recovery_settings(cfg, 15)["archive_cleanup_command"] == ""
 
 
 def test_merged_auto_conf_replaces_earlier_values_and_keeps_the_rest():

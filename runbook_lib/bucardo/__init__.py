@@ -4,6 +4,10 @@ The notebook notebooks/bucardo_bootstrap.ipynb validates its parameters (from_na
 runs the steps through make_runbook (runbook_lib.steps): preflight, create_target_schema,
 create_bucardo_objects, copy_data, apply_sequence_strategy, enable_and_drain, verify_databases,
 both_directions; each is also callable on its own.
+
+notebooks/bucardo_retire.ipynb, the end of the replication (after an upgrade), has its steps in
+runbook_lib.bucardo.retire (one module per step: retire_preflight, retire_stop, retire_proof,
+retire_remove, retire_control, retire_sequences, retire_check).
 """
 
 from runbook_lib.bucardo.config import BootstrapConfig, from_namespace, validate_parameters

@@ -14,8 +14,7 @@ import psycopg
 from psycopg import sql
 from tqdm.auto import tqdm
 
-from runbook_lib import pgbin
-from runbook_lib.bucardo import catalog, schema, triggers
+from runbook_lib.bucardo import catalog, clients, schema, triggers
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.objects import replicated_tables
 from runbook_lib.bucardo.result import StepResult
@@ -38,12 +37,12 @@ def _capture_active(cfg: BootstrapConfig, tables: tuple[str, ...]) -> None:
         )
 
 
-def _psql() -> list[str]:
-    return [pgbin.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+def _psql(psql: str) -> list[str]:
+    return [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
 
 
 def copy_commands(
-    conn: psycopg.Connection, snapshot: str, schema_name: str, table: str
+    conn: psycopg.Connection, snapshot: str, schema_name: str, table: str, psql: str
 ) -> tuple[list[str], list[str]]:
     """psql COPY out of the exported snapshot | psql COPY into the target (same column list)."""
     ident = sql.Identifier(schema_name, table)
@@ -57,11 +56,11 @@ def copy_commands(
     copy_out = sql.SQL("COPY {} ({}) TO STDOUT{}").format(ident, cols, out_options)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN{}").format(ident, cols, in_options)
     set_snapshot = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
-    producer = [*_psql(), "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    producer = [*_psql(psql), "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
                 "-c", set_snapshot.as_string(conn), "-c", copy_out.as_string(conn),
                 "-c", "COMMIT"]  # fmt: skip
     truncate = sql.SQL("TRUNCATE ONLY {}").format(ident)
-    consumer = [*_psql(), "-c", "BEGIN", "-c", truncate.as_string(conn),
+    consumer = [*_psql(psql), "-c", "BEGIN", "-c", truncate.as_string(conn),
                 "-c", copy_in.as_string(conn), "-c", "COMMIT"]  # fmt: skip
     return producer, consumer
 
@@ -73,6 +72,7 @@ def plan_copy_data(cfg: BootstrapConfig) -> list[str]:
         return ["nothing: rows, keys and indexes are already on the target"]
     snapshot = "<snapshot exported after add sync>"
     actions = []
+    psql = clients.client(cfg, "psql")
     with connect(cfg.source) as src:
         tables = catalog.copyable_tables(src)
         if not (marker and marker.reached("data")):
@@ -81,7 +81,7 @@ def plan_copy_data(cfg: BootstrapConfig) -> list[str]:
                 "SELECT pg_catalog.pg_export_snapshot()  # held until every copy ends"
             )
             for t in tables:
-                producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"])
+                producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"], psql)
                 actions.append(
                     f"{display_command(producer)} | PGOPTIONS='-c "
                     f"session_replication_role=replica' {display_command(consumer)}"
@@ -102,8 +102,9 @@ def _copy_table(cfg: BootstrapConfig, snapshot: str, t: dict[str, Any]) -> dict[
     ident = sql.Identifier(t["schema"], t["table"])
     name = f"{t['schema']}.{t['table']}"
     started = time.monotonic()
+    psql = clients.client(cfg, "psql")
     with connect(cfg.source, application_name=APPLICATION_NAME) as src:
-        producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"])
+        producer, consumer = copy_commands(src, snapshot, t["schema"], t["table"], psql)
     target_env = schema.libpq_env(cfg.target, replica=True)
     target_env["PGAPPNAME"] = f"{APPLICATION_NAME}:{name}"
     LOCAL.pipeline(

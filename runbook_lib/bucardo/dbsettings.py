@@ -144,10 +144,23 @@ def _acl_changes(db: str, source: DatabaseProperties, target: DatabaseProperties
         )
 
 
+LEFT_OUT = "left out: the target's PostgreSQL does not know this setting"
+
+
+def target_knows(conn: psycopg.Connection) -> frozenset[str]:
+    """The settings conn's server knows (a custom `ext.name` is always accepted)."""
+    rows = conn.execute("SELECT name FROM pg_catalog.pg_settings").fetchall()
+    return frozenset(r["name"] for r in rows)
+
+
 def changes(
-    db: str, source: DatabaseProperties, target: DatabaseProperties | None
+    db: str,
+    source: DatabaseProperties,
+    target: DatabaseProperties | None,
+    known: frozenset[str] | None = None,
 ) -> list[tuple[dict, sql.Composed | None]]:
-    """(report row, statement or None when the target already has it), owner first."""
+    """(report row, statement or None when the target already has it or does not know the
+    setting: such rows say LEFT_OUT), owner first."""
     out: list[tuple[dict, sql.Composed | None]] = []
     row = {"kind": "owner", "role": source.owner, "name": "", "value": ""}
     out.append(
@@ -156,6 +169,9 @@ def changes(
     for (role, name), entry in sorted(source.settings.items()):
         row = {"kind": "setting", "role": role, "name": name,
                "value": redact(gucs.split_entry(entry)[1])}  # fmt: skip
+        if known is not None and "." not in name and name not in known:
+            out.append((row | {"action": LEFT_OUT}, None))
+            continue
         same = target is not None and target.settings.get((role, name)) == entry
         out.append((row, None if same else setting_sql(db, role, entry)))
     out += list(_acl_changes(db, source, target))
@@ -175,7 +191,9 @@ def plan_database_settings(cfg: BootstrapConfig) -> list[str]:
     """What apply_database_settings would run on the target (read-only)."""
     with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
         source, target = _read(cfg, src, dst)
-        lines = [s.as_string(dst) for _, s in changes(cfg.pgdatabase, source, target) if s]
+        todo = changes(cfg.pgdatabase, source, target, target_knows(dst))
+        lines = [s.as_string(dst) for _, s in todo if s]
+        lines += [f"-- {r['name']}: {LEFT_OUT}" for r, _ in todo if r.get("action") == LEFT_OUT]
     return [f"on {cfg.target_admin} (one transaction): {line}" for line in lines] or [
         "nothing: the target database already has the source's owner, settings and privileges"
     ]
@@ -185,7 +203,7 @@ def apply_database_settings(cfg: BootstrapConfig) -> pd.DataFrame:
     """Give the target database the source's owner, settings and privileges (what differs)."""
     with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
         source, target = _read(cfg, src, dst)
-        todo = changes(cfg.pgdatabase, source, target)
+        todo = changes(cfg.pgdatabase, source, target, target_knows(dst))
         current = ""
         try:
             with dst.transaction():
@@ -201,6 +219,6 @@ def apply_database_settings(cfg: BootstrapConfig) -> pd.DataFrame:
                 "and re-run the step"
             ) from exc
     return pd.DataFrame(
-        [row | {"action": "set" if stmt else "already so"} for row, stmt in todo],
+        [{"action": "set" if stmt else "already so"} | row for row, stmt in todo],
         columns=["kind", "role", "name", "value", "action"],
     )

@@ -6,14 +6,13 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib.bucardo import catalog, ctl, roles, sequences
+from runbook_lib import pgversions
+from runbook_lib.bucardo import attoptions, catalog, clients, ctl, roles, sequences
 from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
 from runbook_lib.connection import Endpoint, connect, server_version_num, server_version_text
 from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError, RunbookError
-
-MIN_SERVER_VERSION = 100000
 
 
 def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
@@ -29,10 +28,7 @@ def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
     checks.append(
         {"check": f"{label} reachable", "ok": True, "detail": f"{ep}, PostgreSQL {version_text}"}
     )
-    if version < MIN_SERVER_VERSION:
-        raise PreconditionError(
-            f"{label} {ep} runs PostgreSQL {version_text}; 10 or later is needed"
-        )
+    pgversions.require_supported(version, f"{label} {ep}")
     if not su:
         raise PreconditionError(
             f"{label}: {ep.user} is not a superuser on {ep.host}:{ep.port}; Bucardo's triggers and "
@@ -209,6 +205,26 @@ def _partition_checks(selection: TableSelection, checks: list[dict[str, Any]]) -
         )
 
 
+def _version_checks(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
+    """Client programs at least as new as both servers; column options the target rejects."""
+    majors = clients.majors(cfg)
+    for name in ("pg_dump", "pg_restore", "psql"):
+        path = clients.client(cfg, name)  # ConfigurationError naming what to install
+        checks.append(
+            {"check": f"client {name}", "ok": True, "detail": f"{path} (servers: {majors})"}
+        )
+    with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
+        unknown = attoptions.unknown_on_target(attoptions.source_options(src), dst)
+    if not unknown.empty:
+        checks.append(
+            {
+                "check": "column options",
+                "ok": True,
+                "detail": attoptions.summary(unknown, done=False),
+            }
+        )
+
+
 def _conflicts_text(cfg: BootstrapConfig) -> str:
     strategy = cfg.effective_conflict_strategy
     names = strategy.split()
@@ -263,6 +279,7 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
     _partition_checks(selection, checks)
     _control(cfg, checks)
     target = _target_state(cfg, checks)
+    _version_checks(cfg, checks)
     if selection.excluded:
         checks.append(
             {

@@ -18,8 +18,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from runbook_lib import pgbin
-from runbook_lib.bucardo import catalog, dbsettings, roles
+from runbook_lib.bucardo import attoptions, catalog, clients, dbsettings, roles
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.connection import Endpoint, connect
@@ -64,14 +63,22 @@ def libpq_env(ep: Endpoint, replica: bool = False) -> dict[str, str]:
     return env
 
 
-def dump_argv(path: Path) -> list[str]:
-    return [pgbin.program("pg_dump"), "--schema-only", "-Fc", "-N", "bucardo", "-f", str(path)]
+def dump_argv(cfg: BootstrapConfig, path: Path) -> list[str]:
+    return [
+        clients.client(cfg, "pg_dump"),
+        "--schema-only",
+        "-Fc",
+        "-N",
+        "bucardo",
+        "-f",
+        str(path),
+    ]
 
 
 def restore_argv(cfg: BootstrapConfig, section: str, listing: Path) -> list[str]:
     """pre-data in one transaction (all or nothing); post-data in parallel (copy_jobs)."""
     mode = ["--single-transaction"] if section == "pre-data" else ["-j", str(cfg.copy_jobs)]
-    return [pgbin.program("pg_restore"), "--exit-on-error", *mode, "-L", str(listing),
+    return [clients.client(cfg, "pg_restore"), "--exit-on-error", *mode, "-L", str(listing),
             "-d", cfg.pgdatabase, str(dump_path(cfg))]  # fmt: skip
 
 
@@ -101,7 +108,7 @@ def dump_schema(cfg: BootstrapConfig) -> Path:
     path = dump_path(cfg)
     tmp = path.with_name(path.name + ".partial")
     LOCAL.remove_file(tmp)
-    LOCAL.run(dump_argv(tmp), env=libpq_env(cfg.source))
+    LOCAL.run(dump_argv(cfg, tmp), env=libpq_env(cfg.source))
     tmp.chmod(0o600)  # pg_dump created it (in our directory) with the umask's mode
     tmp.replace(path)
     return path
@@ -131,7 +138,7 @@ def restore_list(
 ) -> tuple[Path, int]:
     """A pg_restore list of `section` without Bucardo's triggers (and without `skip` entries)."""
     out = LOCAL.run(
-        [pgbin.program("pg_restore"), "-l", f"--section={section}", str(dump_path(cfg))]
+        [clients.client(cfg, "pg_restore"), "-l", f"--section={section}", str(dump_path(cfg))]
     ).stdout
     kept: list[str] = []
     for line in out.splitlines():
@@ -149,6 +156,26 @@ def restore_list(
     path = restore_list_path(cfg, section)
     LOCAL.write_text(path, "\n".join(kept) + "\n")
     return path, len(kept)
+
+
+def unknown_column_options(cfg: BootstrapConfig) -> pd.DataFrame:
+    """Column options set on the source that the target's server rejects (bucardo.attoptions)."""
+    with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
+        return attoptions.unknown_on_target(attoptions.source_options(src), dst)
+
+
+def _restore_pre_data_without(cfg: BootstrapConfig, listing: Path, unknown: set[str]) -> None:
+    """pre-data as an SQL script (pg_restore -f -) without the `unknown` column options, run by
+    psql in one transaction like pg_restore --single-transaction."""
+    script = LOCAL.run(
+        [clients.client(cfg, "pg_restore"), "-L", str(listing), "-f", "-", str(dump_path(cfg))]
+    ).stdout
+    kept, _ = attoptions.without_options(script, unknown)
+    path = cfg.bucardo_rundir / "restore-pre-data.sql"
+    LOCAL.write_text(path, kept, mode=0o600)
+    psql = [clients.client(cfg, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    argv = [*psql, "--single-transaction", "-d", cfg.pgdatabase, "-f", str(path)]
+    LOCAL.run(argv, env=libpq_env(cfg.target))
 
 
 def _create_database(cfg: BootstrapConfig) -> bool:
@@ -184,11 +211,17 @@ def plan_target_schema(cfg: BootstrapConfig) -> list[str]:
         f"on {cfg.target_admin}: {create}",
         f"on {cfg.target_admin}: COMMENT ON DATABASE {cfg.pgdatabase} IS '<progress marker>'",
         *dbsettings.plan_database_settings(cfg),
-        display_command(dump_argv(dump_path(cfg))) + "  # from the source",
+        display_command(dump_argv(cfg, dump_path(cfg))) + "  # from the source",
         f"pg_restore -l --section=pre-data {dump_path(cfg)}, without Bucardo's triggers",
         display_command(restore_argv(cfg, "pre-data", restore_list_path(cfg, "pre-data")))
         + "  # into the target",
     ]
+    left_out = unknown_column_options(cfg)
+    if not left_out.empty:
+        actions.append(
+            "instead of that pg_restore: pg_restore -f - into an SQL script, then psql "
+            "--single-transaction; " + attoptions.summary(left_out, done=False)
+        )
     return actions
 
 
@@ -221,7 +254,7 @@ def create_target_schema(cfg: BootstrapConfig) -> StepResult:
     return StepResult(
         "target schema",
         f"database {cfg.pgdatabase} ready on {cfg.pghost2}:{cfg.pgport2}; "
-        + "; ".join(changed or ["nothing needed changing"])
+        + "; ".join([*(changed or ["nothing needed changing"]), *_left_out_notes(tables)])
         + " (keys and indexes follow the data copy)",
         tables=tables,
     )
@@ -249,7 +282,12 @@ def _build_target(cfg: BootstrapConfig, changed: list[str]) -> dict[str, pd.Data
         changed.append("the database's owner, settings and privileges copied")
     dump_schema(cfg)
     listing, count = restore_list(cfg, "pre-data")
-    LOCAL.run(restore_argv(cfg, "pre-data", listing), env=libpq_env(cfg.target))
+    left_out = unknown_column_options(cfg)
+    if left_out.empty:
+        LOCAL.run(restore_argv(cfg, "pre-data", listing), env=libpq_env(cfg.target))
+    else:
+        _restore_pre_data_without(cfg, listing, set(left_out["option"]))
+        tables["column options left out"] = left_out
     changed.append(f"{count} pre-data objects restored")
     compared = _compare_tables(cfg)
     missing = compared[~compared["on_target"]]
@@ -259,6 +297,21 @@ def _build_target(cfg: BootstrapConfig, changed: list[str]) -> dict[str, pd.Data
             f"{', '.join(missing['table'])}; see the pg_restore output"
         )
     return {"tables": compared, **tables}
+
+
+def _left_out_notes(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """What the target's PostgreSQL does not know and was therefore not copied."""
+    notes = []
+    if "column options left out" in tables:
+        notes.append(attoptions.summary(tables["column options left out"]))
+    settings = tables.get("database settings")
+    if settings is not None and (settings["action"] == dbsettings.LEFT_OUT).any():
+        names = settings.loc[settings["action"] == dbsettings.LEFT_OUT, "name"]
+        notes.append(
+            "database settings the target's PostgreSQL does not know were left out: "
+            + ", ".join(sorted(set(names)))
+        )
+    return notes
 
 
 def _compare_tables(cfg: BootstrapConfig) -> pd.DataFrame:

@@ -25,7 +25,7 @@ RESIDUE = {"here": 1, "there": 0}  # here odd, there even
 MARGIN = 1000  # room for ids handed out on `here` between reading and switching
 
 
-def _state(conn, seq: sql.Identifier) -> dict[str, Any]:
+def sequence_state(conn, seq: sql.Identifier) -> dict[str, Any]:
     return conn.execute(
         sql.SQL("""SELECT s.seqincrement AS increment_by, s.seqstart AS start_value,
                           (SELECT last_value FROM {seq}) AS last_value
@@ -148,7 +148,7 @@ def sequence_plan(cfg: BootstrapConfig, conn, tables: list[str]) -> pd.DataFrame
     )
 
 
-def _highest_used(conn, seq: UsedSequence) -> int:
+def highest_used(conn, seq: UsedSequence) -> int:
     """The highest id any user column holds (read without the sequence's lock)."""
     return max(_column_max(conn, table, column) for table, column, _ in seq.users)
 
@@ -159,7 +159,7 @@ def _interleave_here(here, seq: UsedSequence, floor: int) -> int:
     def change() -> int:
         here.execute(lock_sql(seq.ident))
         start = _next_with_residue(
-            max(floor, _state(here, seq.ident)["last_value"]) + MARGIN, RESIDUE["here"]
+            max(floor, sequence_state(here, seq.ident)["last_value"]) + MARGIN, RESIDUE["here"]
         )
         _restart(here, seq.ident, start)
         return start
@@ -176,7 +176,7 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
     rows = []
     with connect(cfg.source) as here, connect(cfg.target) as there:
         for seq in used:
-            h, t = _state(here, seq.ident), _state(there, seq.ident)
+            h, t = sequence_state(here, seq.ident), sequence_state(there, seq.ident)
             if problem := _interleave_problem(seq):
                 raise PreconditionError(
                     f"sequence {seq.label} {problem}; nothing was changed for it (sequences "
@@ -184,19 +184,19 @@ def apply_sequence_strategy(cfg: BootstrapConfig) -> StepResult:
                 )
             done_here, done_there = _done(h, RESIDUE["here"]), _done(t, RESIDUE["there"])
             if not done_here:
-                floor = max(_highest_used(here, seq), _highest_used(there, seq), t["last_value"])
+                floor = max(highest_used(here, seq), highest_used(there, seq), t["last_value"])
                 start_here = _interleave_here(here, seq, floor)
             else:
                 start_here = h["start_value"]
             if not done_there:
-                high = max(start_here, t["last_value"], _highest_used(there, seq))
+                high = max(start_here, t["last_value"], highest_used(there, seq))
                 start_there = _next_with_residue(high, RESIDUE["there"])
                 in_short_lock(
                     there,
                     lambda seq=seq, start=start_there: _restart(there, seq.ident, start),
                     f"ALTER SEQUENCE {seq.label} on there",
                 )
-            h2, t2 = _state(here, seq.ident), _state(there, seq.ident)
+            h2, t2 = sequence_state(here, seq.ident), sequence_state(there, seq.ident)
             if not (_done(h2, RESIDUE["here"]) and _done(t2, RESIDUE["there"])):
                 raise PartiallyApplied(
                     "the sequences step",
@@ -230,11 +230,11 @@ def _catch_up_target(cfg: BootstrapConfig, used: list[UsedSequence]) -> StepResu
     with connect(cfg.source) as here, connect(cfg.target) as there:
         for seq in used:
             high = max(
-                _state(here, seq.ident)["last_value"],
-                _highest_used(here, seq),
-                _highest_used(there, seq),
+                sequence_state(here, seq.ident)["last_value"],
+                highest_used(here, seq),
+                highest_used(there, seq),
             )
-            current = _state(there, seq.ident)["last_value"]
+            current = sequence_state(there, seq.ident)["last_value"]
             if current < high:
                 there.execute(setval_sql(there, seq.ident, high))
             rows.append(
@@ -262,12 +262,12 @@ def plan_sequences(cfg: BootstrapConfig) -> list[str]:
         target_ready = schema.target_marker(cfg) is not None
         actions = []
         for seq in used:
-            h = _state(here, seq.ident)
-            high = max(h["last_value"], _highest_used(here, seq))
+            h = sequence_state(here, seq.ident)
+            high = max(h["last_value"], highest_used(here, seq))
             if target_ready:
                 with connect(cfg.target) as there:
                     if catalog.schema_exists(there, seq.schema):
-                        high = max(high, _highest_used(there, seq))
+                        high = max(high, highest_used(there, seq))
             if cfg.sequence_strategy == "none":
                 actions.append(
                     f"on {cfg.target}: {setval_sql(here, seq.ident, high).as_string(here)}"

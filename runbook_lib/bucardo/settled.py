@@ -56,18 +56,20 @@ def _total(side: Side, tk: TableKeys, which: int) -> tuple[int, int]:
     return int(row["n"]), int(row["s"])
 
 
-def _suspects(side: Side, tk: TableKeys, which: int, target: str) -> set[Key] | None:
+def _suspects(
+    side: Side, tk: TableKeys, which: int, target: str, window_s: float
+) -> set[Key] | None:
     if tk.deltas[which] is None:
         return None
-    rows = side.conn.execute(_suspects_sql(tk, which), [SUSPECT_WINDOW_S, target]).fetchall()
+    rows = side.conn.execute(_suspects_sql(tk, which), [window_s, target]).fetchall()
     return {key_of(r, len(tk.sql(which).info.key)) for r in rows}
 
 
 class _SideReader:
     """One side's snapshot: totals of every table, then its suspect keys, then their rows."""
 
-    def __init__(self, tracker: KeyTracker, which: int, bar: tqdm) -> None:
-        self.tracker, self.which, self.bar = tracker, which, bar
+    def __init__(self, tracker: KeyTracker, which: int, bar: tqdm, window_s: float) -> None:
+        self.tracker, self.which, self.bar, self.window_s = tracker, which, bar, window_s
         self.side = tracker.sides[which]
 
     def begin(self) -> None:
@@ -83,7 +85,7 @@ class _SideReader:
 
     def suspects(self, tables: list[TableKeys]) -> list[set[Key] | None]:
         target = self.tracker.cfg.delta_target
-        return [_suspects(self.side, tk, self.which, target) for tk in tables]
+        return [_suspects(self.side, tk, self.which, target, self.window_s) for tk in tables]
 
     def rows_of(self, tables: list[TableKeys], keys: list[list[Key]]) -> list[dict[Key, int]]:
         try:
@@ -95,13 +97,20 @@ class _SideReader:
             self.side.conn.execute("COMMIT")
 
 
-def compare_outside(tracker: KeyTracker, names: list[str], progress: bool) -> list[Outside]:
+def compare_outside(
+    tracker: KeyTracker, names: list[str], progress: bool, window_s: float = SUSPECT_WINDOW_S
+) -> list[Outside]:
     """The first pass over `names` ('schema.table'); tables that are equal outside their suspect
-    keys come back equal, with the suspects that differ; the others come back not equal."""
+    keys come back equal, with the suspects that differ; the others come back not equal.
+    window_s: changes logged this recently are suspects too, replicated or not (0: only the
+    changes not replicated)."""
     tables = [tracker.table(name) for name in names]
     keyed = [tk for tk in tables if tk.pair.keyed and tk.pair.sql_b is not None]
     with tqdm(total=2 * len(keyed), unit="table", desc="verify", disable=not progress) as bar:
-        readers = (_SideReader(tracker, 0, bar), _SideReader(tracker, 1, bar))
+        readers = (
+            _SideReader(tracker, 0, bar, window_s),
+            _SideReader(tracker, 1, bar, window_s),
+        )
         both = tracker.both
         both(readers[0].begin, readers[1].begin)
         totals = both(lambda: readers[0].totals(keyed), lambda: readers[1].totals(keyed))

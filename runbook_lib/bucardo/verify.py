@@ -264,6 +264,12 @@ def _verify_once(
             f"{len(chunked)} compared chunk by chunk; first pass {compare_s:.1f} s, "
             f"in all {time.monotonic() - started:.1f} s"
         )
+        if not tracker.fast:
+            majors = "; ".join(f"{s.label} runs PostgreSQL {s.major}" for s in tracker.sides)
+            detail += (
+                f"; rows compared by the portable hash (md5 of each row's text), which any two "
+                f"major versions agree on ({majors})"
+            )
         result = StepResult(
             "verify",
             ("identical: " if (table["verdict"] == "identical").all() else "NOT proven: ") + detail,

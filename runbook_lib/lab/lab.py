@@ -20,7 +20,7 @@ import os
 import pwd
 import secrets
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +57,7 @@ class Lab:
     standby_port: int
     scale: int
     server_dir: Path | None = None  # where the servers' files live; None: root itself
+    bindirs: dict[str, str] = field(default_factory=dict)  # server -> its binaries (lab.versions)
 
     def __post_init__(self) -> None:
         if self.server_dir is None:
@@ -98,11 +99,21 @@ class Lab:
             datadir=self.server_dir / name,
             port=self.ports[name],
             logfile=self.logs_dir / f"{name}.log",
+            bindir=self.bindir(name),
         )
+
+    def bindir(self, name: str) -> Path | None:
+        """The server's binaries (the standby runs its primary's); None: the default version."""
+        chosen = self.bindirs.get("primary" if name == "standby" else name)
+        return Path(chosen) if chosen else None
 
     def standby_cluster(self) -> LocalCluster:
         return LocalCluster(
-            "standby", self.standby_datadir, self.standby_port, self.logs_dir / "standby.log"
+            "standby",
+            self.standby_datadir,
+            self.standby_port,
+            self.logs_dir / "standby.log",
+            bindir=self.bindir("standby"),
         )
 
     def endpoint(self, name: str, dbname: str = "postgres") -> ConninfoEndpoint:
@@ -125,6 +136,7 @@ class Lab:
             "standby_port": self.standby_port,
             "scale": self.scale,
             "server_dir": str(self.server_dir),
+            "bindirs": self.bindirs,
         }
         LOCAL.write_text(self.root / STATE_FILE, json.dumps(state, indent=2) + "\n")
         password = password or self.password()
@@ -146,7 +158,14 @@ class Lab:
         state = json.loads(path.read_text())
         root = root.absolute()
         server_dir = Path(state.get("server_dir", root))
-        return cls(root, state["ports"], state["standby_port"], state["scale"], server_dir)
+        return cls(
+            root,
+            state["ports"],
+            state["standby_port"],
+            state["scale"],
+            server_dir,
+            state.get("bindirs", {}),
+        )
 
 
 def _allocate_ports(first_port: int) -> tuple[dict[str, int], int]:
@@ -232,8 +251,15 @@ def _server_dirs(lab: Lab) -> None:
     LOCAL.make_dir(lab.bucardo_dir, mode=0o711)  # Bucardo's run directory: see bucardo.ctl
 
 
-def up(root: Path = DEFAULT_LAB_DIR, *, scale: int = 1, first_port: int = FIRST_PORT) -> Lab:
-    """Create (when new) and start every server of the lab; harmless when already up."""
+def up(
+    root: Path = DEFAULT_LAB_DIR,
+    *,
+    scale: int = 1,
+    first_port: int = FIRST_PORT,
+    bindirs: dict[str, str] | None = None,
+) -> Lab:
+    """Create (when new) and start every server of the lab; harmless when already up.
+    `bindirs` (server -> binaries, see lab.versions) applies to a new lab only."""
     root = root.absolute()
     LOCAL.make_dir(root, mode=0o711)
     password = None
@@ -241,8 +267,13 @@ def up(root: Path = DEFAULT_LAB_DIR, *, scale: int = 1, first_port: int = FIRST_
         lab = Lab.load(root)
     except PreconditionError:
         ports, standby_port = _allocate_ports(first_port)
-        lab = Lab(root, ports, standby_port, scale, choose_server_dir(root))
+        lab = Lab(root, ports, standby_port, scale, choose_server_dir(root), bindirs or {})
         password = secrets.token_urlsafe(18)
+    if bindirs and bindirs != lab.bindirs:
+        raise PreconditionError(
+            f"the lab in {root} runs {lab.bindirs or 'the default binaries'}, not {bindirs}: "
+            f"run `runbook lab down --dir {root} --purge` first"
+        )
     _server_dirs(lab)
     for sub in ("parameters", "workload"):
         LOCAL.make_dir(root / sub, mode=0o700)
@@ -281,6 +312,7 @@ def status(root: Path = DEFAULT_LAB_DIR) -> pd.DataFrame:
                 "pid": pid,
                 "state": "up" if pid else ("down" if c.initialized() else "absent"),
                 "datadir": str(c.datadir),
+                "binaries": str(c.bindir or "default"),
             }
         )
     for pidfile in sorted((lab.bucardo_dir / "daemon").glob("*.pid")):

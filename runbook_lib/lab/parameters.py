@@ -45,6 +45,11 @@ def bucardo_bootstrap_parameters(lab: Lab) -> dict[str, Any]:
     }
 
 
+def bucardo_retire_parameters(lab: Lab) -> dict[str, Any]:
+    """The bootstrap's parameters; the new server (`there`) stays, as after an upgrade."""
+    return {"keep": "there", **bucardo_bootstrap_parameters(lab)}
+
+
 def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
     restart = [
         sys.executable,
@@ -94,6 +99,7 @@ def warm_standby_parameters(lab: Lab) -> dict[str, Any]:
 def write_parameter_files(lab: Lab) -> None:
     files = {
         "bucardo_bootstrap.yaml": bucardo_bootstrap_parameters(lab),
+        "bucardo_retire.yaml": bucardo_retire_parameters(lab),
         "warm_standby.yaml": warm_standby_parameters(lab),
     }
     for name, params in files.items():

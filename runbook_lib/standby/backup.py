@@ -15,8 +15,8 @@ from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import display_command
 from runbook_lib.passfile import passfile_env
+from runbook_lib.standby import versions
 from runbook_lib.standby.config import StandbyConfig
-from runbook_lib.standby.machines import pg_program
 from runbook_lib.standby.space import backup_need_mb, primary_size_mb, require_free
 from runbook_lib.standby.tools import (
     archive_cleanup_command,
@@ -36,8 +36,8 @@ BACKUP_TIMEOUT_S = 3600
 SIGNALS = {"standby": "standby.signal", "pg_standby": "recovery.signal"}
 
 
-def recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
-    """The standby's settings for its mode (written to postgresql.auto.conf)."""
+def recovery_settings(cfg: StandbyConfig, major: int) -> dict[str, str]:
+    """The standby's settings for its mode and major version (written to postgresql.auto.conf)."""
     tools = cfg.standby_tools_dir
     settings = {
         "port": str(cfg.standby_port),
@@ -52,16 +52,17 @@ def recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
     }
     if cfg.standby_listen_addresses:
         settings["listen_addresses"] = cfg.standby_listen_addresses
-    if cfg.waiting:
+    if cfg.waiting and major >= versions.RECOVERY_PREFETCH_SINCE:
         # PostgreSQL 15's WAL prefetcher asks for the next segment while the current one is
         # still being replayed; the waiting restore command would stall replay (REFERENCE.md §2)
         settings["recovery_prefetch"] = "off"
+    if cfg.waiting:
         settings["recovery_end_command"] = recovery_end_command(cfg)
         settings["archive_cleanup_command"] = ""
     else:
         settings["wal_retrieve_retry_interval"] = "1s"  # look for the next segment every second
         settings["archive_cleanup_command"] = (
-            archive_cleanup_command(cfg, tools) if cfg.archive_cleanup else ""
+            archive_cleanup_command(cfg, tools, major) if cfg.archive_cleanup else ""
         )
         settings["recovery_end_command"] = ""
     return settings
@@ -110,7 +111,7 @@ def base_backup_argv(cfg: StandbyConfig) -> list[str]:
     """pg_basebackup (the standby machine's) into standby_datadir; the primary comes from the
     libpq environment."""
     return [
-        pg_program(cfg.standby_os_host, "pg_basebackup"),
+        versions.pg_basebackup(cfg),
         "--pgdata",
         str(cfg.standby_datadir),
         "--wal-method",
@@ -139,7 +140,7 @@ def base_backup(cfg: StandbyConfig) -> None:
 
 def write_recovery_settings(cfg: StandbyConfig) -> dict[str, str]:
     host, datadir = cfg.standby_os_host, PurePosixPath(cfg.standby_datadir)
-    settings = recovery_settings(cfg)
+    settings = recovery_settings(cfg, versions.standby_major(cfg))
     auto = datadir / AUTO_CONF
     current = host.read_text(auto, user=server_os_user()) if host.exists(auto) else ""
     host.write_text(auto, merged_auto_conf(current, settings), owner=server_os_user(), mode=0o600)
@@ -216,7 +217,7 @@ def build_standby(cfg: StandbyConfig) -> BuildResult:
                 "the standby started but is not in recovery: it promoted itself (a stale trigger "
                 f"file {cfg.trigger_file}?); read {cluster.logfile}"
             )
-    settings = recovery_settings(cfg)
+    settings = recovery_settings(cfg, versions.standby_major(cfg))
     table = pd.DataFrame({"setting": list(settings), "value": list(settings.values())})
     return BuildResult(status, table)
 
@@ -258,7 +259,10 @@ def plan_build(cfg: StandbyConfig) -> list[str]:
         f"{on} write {auto} (owner {owner}, mode 0600), these lines replacing earlier ones for "
         "the same settings:"
     )
-    actions += [f"    {line}" for line in recovery_conf_lines(recovery_settings(cfg))]
+    actions += [
+        f"    {line}"
+        for line in recovery_conf_lines(recovery_settings(cfg, versions.standby_major(cfg)))
+    ]
     actions.append(
         f"{on} create {cfg.standby_datadir / SIGNALS[cfg.mode]} (empty, owner {owner}, mode 0600)"
     )

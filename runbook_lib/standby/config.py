@@ -109,6 +109,10 @@ class StandbyConfig:
         )
 
     def standby_cluster(self) -> LocalCluster:
+        """The standby's cluster, with the server programs of its major version (the
+        primary's, until a base backup is there)."""
+        from runbook_lib.standby.versions import standby_bindir
+
         datadir = Path(self.standby_datadir)
         return LocalCluster(
             name="standby",
@@ -118,6 +122,7 @@ class StandbyConfig:
             superuser=self.pgsuperuser,
             host=self.standby_os_host,
             listen_address=self.standby_address,
+            bindir=standby_bindir(self),
         )
 
     @property

@@ -4,10 +4,10 @@ notebook runs: this machine when its SSH target is empty, else over SSH."""
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runbook_lib import pgbin
+from runbook_lib import pgbin, pgversions
 from runbook_lib.errors import ConfigurationError
 from runbook_lib.host import LOCAL, LocalHost, display_command
 
@@ -49,9 +49,32 @@ def shown(host: LocalHost, argv: list[str], user: str | None = None) -> str:
     return f"{on(host)} {display_command(host.as_user(argv, user))}"
 
 
-def pg_program(host: LocalHost, name: str) -> str:
-    """Full path of a PostgreSQL program on host: as pgbin finds it here, elsewhere from
-    `pg_config --bindir` or the newest /usr/lib/postgresql/N/bin that has it."""
+def server_bindir(host: LocalHost, major: int) -> PurePosixPath:
+    """The bindir of PostgreSQL `major` on host: Debian's, else the runbooks' own build
+    (runbook_lib.pgversions) in the system cache."""
+    if host is LOCAL:
+        return PurePosixPath(pgbin.server_bindir(major))
+    candidates = [
+        PurePosixPath("/usr/lib/postgresql", str(major), "bin"),
+        PurePosixPath(str(pgversions.SYSTEM_CACHE), str(major), "bin"),
+    ]
+    for bindir in candidates:
+        if host.exists(bindir / "postgres"):
+            return bindir
+    raise ConfigurationError(
+        f"no PostgreSQL {major} server programs on {host.name} (looked in "
+        f"{', '.join(map(str, candidates))}): install PostgreSQL {major} there"
+    )
+
+
+def pg_program(host: LocalHost, name: str, major: int | None = None) -> str:
+    """Full path of a PostgreSQL program on host, of version `major` when given: as pgbin finds
+    it here, elsewhere from `pg_config --bindir` or the newest /usr/lib/postgresql/N/bin."""
+    if major is not None:
+        path = server_bindir(host, major) / name
+        if host is LOCAL or host.exists(path):
+            return pgbin.program(name, Path(str(path.parent))) if host is LOCAL else str(path)
+        raise ConfigurationError(f"{name} not found on {host.name} in {path.parent}")
     if host is LOCAL:
         return pgbin.program(name)
     candidates = []

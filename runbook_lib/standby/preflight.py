@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from runbook_lib import wal_archive
+from runbook_lib import pgversions, wal_archive
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect, server_version_num, server_version_text
 from runbook_lib.display import TextWithTables
 from runbook_lib.errors import PreconditionError, RunbookError
 from runbook_lib.host import LocalHost
 from runbook_lib.ports import port_accepts
+from runbook_lib.standby import versions
 from runbook_lib.standby.archiving import archiving_plan, sets_archiving_up
 from runbook_lib.standby.config import StandbyConfig
 from runbook_lib.standby.machines import pg_program
@@ -54,6 +55,7 @@ class Checks:
         self.primary_mb: int | None = None
         self.archiving_changes = False
         self.unreachable: set[str] = set()
+        self.primary_ok = False
 
     def add(self, check: str, ok: bool, observed: object, note: str = "") -> None:
         self.rows.append({"check": check, "ok": bool(ok), "observed": str(observed), "note": note})
@@ -99,7 +101,12 @@ def check_primary(c: Checks) -> None:
         note = "" if superuser else "ALTER SYSTEM, pg_switch_wal and pg_basebackup need a superuser"
         c.add("superuser", superuser, cfg.pgsuperuser, note)
         version = server_version_num(conn)
-        c.add("server version", version >= 120000, server_version_text(conn), "needs 12 or later")
+        supported = version // 10000 in pgversions.SUPPORTED_MAJORS
+        first, last = pgversions.SUPPORTED_MAJORS[0], pgversions.SUPPORTED_MAJORS[-1]
+        c.add("server version", supported, server_version_text(conn), f"needs {first} to {last}")
+        if not supported:
+            return
+        c.primary_ok = True
         c.primary_mb = primary_size_mb(conn)
         _settings(c, archiving_plan(cfg, conn))
 
@@ -122,6 +129,19 @@ def _settings(c: Checks, plan: pd.DataFrame) -> None:
             "(empty)",
             "the primary needs a restart for archiving: set restart_primary_command",
         )
+
+
+def check_versions(c: Checks) -> None:
+    """The standby's machine can run the primary's major version (programs, data directory)."""
+    cfg = c.cfg
+    if not c.primary_ok or not c.reachable(cfg.standby_os_host):
+        return
+    problem = versions.mismatch(cfg)
+    if problem:
+        c.add("standby version", False, problem, "same major version on both sides")
+        return
+    bindir = cfg.standby_cluster().bindir
+    c.add("standby version", True, f"PostgreSQL {versions.primary_major(cfg)}", str(bindir))
 
 
 def _space_note(have: int, need: int | None, step: str) -> str:
@@ -152,7 +172,11 @@ def check_standby(c: Checks) -> None:
     if not c.reachable(host):
         return
     datadir = cfg.standby_datadir
-    running = cfg.standby_cluster().is_running()
+    try:
+        cluster = cfg.standby_cluster()
+    except RunbookError:
+        cluster = None  # the primary's version is unknown or has no programs there: see above
+    running = cluster is not None and cluster.is_running()
     built = host.exists(datadir / "PG_VERSION")
     empty = not host.exists(datadir) or not host.list_dir(datadir)
     note = "already holds the standby (later steps skip the backup)" if built else ""
@@ -183,9 +207,14 @@ def check_standby(c: Checks) -> None:
         c.add("trigger_file absent", not host.exists(trigger), trigger, note)
         note = "must be writable by the server's OS user"
         c.add("trigger_file directory", host.exists(trigger.parent), trigger.parent, note)
-    for program in ("pg_basebackup", "pg_archivecleanup"):
+    if cluster is None:
+        return
+    for program, find in (
+        ("pg_basebackup", lambda: versions.pg_basebackup(cfg)),
+        ("pg_archivecleanup", lambda: pg_program(host, "pg_archivecleanup", versions.standby_major(cfg))),
+    ):
         try:
-            path, ok = pg_program(host, program), True
+            path, ok = find(), True
         except RunbookError as exc:
             path, ok = str(exc), False
         c.add(program, ok, path)
@@ -286,6 +315,7 @@ def check_shared_mount(c: Checks) -> None:
 CHECKS: list[Callable[[Checks], None]] = [
     check_machines,
     check_primary,
+    check_versions,
     check_archive,
     check_standby,
     check_python,

@@ -189,11 +189,13 @@ def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     return _conf_string([*argv, "%f", "%p", "%r"])
 
 
-def archive_cleanup_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
+def archive_cleanup_command(cfg: StandbyConfig, tools_dir: PurePosixPath, major: int) -> str:
+    """The archive's cleanup as the standby's server runs it: over SSH on the archive's
+    machine, else pg_archivecleanup of the standby's major version on its own."""
     if not cfg.archive_on_standby_side:
         argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
         return _conf_string([*argv, "--cleanup-before", "%r"])
-    program = pg_program(cfg.standby_os_host, "pg_archivecleanup")
+    program = pg_program(cfg.standby_os_host, "pg_archivecleanup", major)
     return _conf_string([program, str(cfg.archive_dir), "%r"])
 
 
