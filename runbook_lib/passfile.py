@@ -64,7 +64,7 @@ def passfile_env(
             host.remove_tree(directory)
 
 
-def _private_directory(host: LocalHost) -> Path:
+def _private_directory(host: Host) -> Path:
     """A fresh 0711 directory of ours on host: `user` may reach the file in it, not list it."""
     if host is LOCAL:
         directory = Path(tempfile.mkdtemp(prefix="runbook-pgpass-"))

@@ -167,7 +167,7 @@ def test_the_archive_is_reached_over_ssh_only_from_a_machine_it_is_not_on():
     command = archive_command(on_standby, on_standby.standby_tools_dir, local=False)
     assert "--ssh postgres@db2 " in command and "--remote-program" in command
     assert "runbook-restore-wal" in restore_command(on_standby, on_standby.standby_tools_dir)
-    settings = backup.recovery_settings(on_standby)
+    settings = backup.recovery_settings(on_standby, 15)
     assert "--ssh" not in settings["archive_command"], "promoted, it archives on its own disk"
 
     # an archive host of its own: the standby fetches over SSH and cleans up there
@@ -178,7 +178,7 @@ def test_the_archive_is_reached_over_ssh_only_from_a_machine_it_is_not_on():
     restore = restore_command(own, own.standby_tools_dir)
     assert restore.endswith("--fetch %f %p") and "--ssh postgres@db3" in restore
     assert "--ssh-option=-F --ssh-option=/etc/x" in restore
-    settings = backup.recovery_settings(own)
+    settings = backup.recovery_settings(own, 15)
     assert settings["archive_cleanup_command"].endswith("--cleanup-before %r")
     assert "--ssh postgres@db3" in settings["archive_command"]
 

@@ -211,7 +211,10 @@ def check_standby(c: Checks) -> None:
         return
     for program, find in (
         ("pg_basebackup", lambda: versions.pg_basebackup(cfg)),
-        ("pg_archivecleanup", lambda: pg_program(host, "pg_archivecleanup", versions.standby_major(cfg))),
+        (
+            "pg_archivecleanup",
+            lambda: pg_program(host, "pg_archivecleanup", versions.standby_major(cfg)),
+        ),
     ):
         try:
             path, ok = find(), True
