@@ -27,6 +27,12 @@ for nb in "${notebooks[@]}"; do
     fi
     server=here
     [[ "$name" == warm_standby ]] && server=primary
+    if [[ "$name" == bucardo_retire ]]; then
+        # the application moves to the server that stays; the retire's preflight wants the one
+        # that goes to have had no application write for a few seconds
+        server=there
+        sleep 6
+    fi
     echo "== $name (with the lab workload writing to $server)"
     "$bin/runbook" lab workload --dir "$lab" --server "$server" --seconds 0 --rate 10 \
         > "$lab/workload/demo-$name.log" 2>&1 &

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 from loads import Workload
@@ -127,8 +128,8 @@ def cut_once_draining(lab: hosts_lab_module.HostsLab, cfg: bb.BootstrapConfig) -
                     row = conn.execute(
                         "SELECT autokick FROM bucardo.sync WHERE name = %s", [cfg.sync]
                     ).fetchone()
-            except PreconditionError:
-                row = None  # the control database is not installed yet
+            except (PreconditionError, psycopg.Error):
+                row = None  # the control database is not (fully) installed yet
             if row and row["autokick"]:
                 hosts_lab_module.cut(lab.root, "there")
                 cut_at.append(datetime.now(UTC))

@@ -13,7 +13,6 @@ from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.retire_config import RetireConfig
 from runbook_lib.connection import connect
 from runbook_lib.errors import CommandFailed, PartiallyApplied, PreconditionError
-from runbook_lib.host import display_command
 
 
 def remove_commands(cfg: RetireConfig, left: dict[str, list[str]]) -> list[list[str]]:
@@ -81,7 +80,7 @@ def remove_from_control(cfg: RetireConfig) -> StepResult:
 
 def plan_control(cfg: RetireConfig) -> list[str]:
     bucardo = BucardoCtl(cfg.bootstrap)
-    actions = [display_command(bucardo.argv(a)) for a in remove_commands(cfg, _left(cfg))]
+    actions = [bucardo.shown(a) for a in remove_commands(cfg, _left(cfg))]
     actions.append(
         f"on {cfg.bootstrap.control}: {retire_leftovers.STALE_RUNS_SQL % repr(cfg.bootstrap.sync)}"
         "  # Bucardo's notes of runs in progress, stale once the daemon is stopped (if any)"

@@ -16,7 +16,6 @@ from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.retire_config import RetireConfig
 from runbook_lib.connection import connect
 from runbook_lib.errors import PartiallyApplied, PreconditionError, WaitTimeout
-from runbook_lib.host import display_command
 
 
 def retired_pending(cfg: RetireConfig) -> int:
@@ -109,10 +108,10 @@ def plan_stop(cfg: RetireConfig) -> list[str]:
     bucardo = BucardoCtl(cfg.bootstrap)
     stop = ["stop", "--piddir", str(bucardo.daemondir)]
     return [
-        display_command(bucardo.argv(bucardo.kick_args(1)))
+        bucardo.shown(bucardo.kick_args(1))
         + f"  # until every change logged before now is replicated "
         f"(at most {cfg.bootstrap.drain_timeout_s:g} s) and {cfg.retired_name}'s queue is empty",
-        display_command(bucardo.argv(stop))
+        bucardo.shown(stop)
         + (
             f"  # then wait for MCP pid {pid} to exit"
             if (pid := bucardo.mcp_pid())
