@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib import pgbin
+from runbook_lib.errors import CommandFailed
 from runbook_lib.host import LOCAL
 from runbook_lib.lab import hosts_lab as hosts_lab_module
 from runbook_lib.lab import lab as lab_module
@@ -87,10 +88,23 @@ class LabFactory:
         self, name: str = "lab", scale: int = 1, bindirs: dict[str, str] | None = None
     ) -> lab_module.Lab:
         root = self.parent / f"{name}-{len(self.labs)}"
-        the_lab = lab_module.up(root, scale=scale, first_port=_random_first_port(), bindirs=bindirs)
+        try:
+            the_lab = self._up(root, scale, bindirs)
+        except CommandFailed:
+            # a port found free can be taken by another machine user before the server binds
+            # it (seen once with other sessions' labs running): keep the logs, try other ports
+            keep = KEPT_LOGS / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{root.name}-failed-up"
+            if (root / "logs").is_dir():
+                shutil.copytree(root / "logs", keep, dirs_exist_ok=True)
+            lab_module.down(root, purge=True)
+            the_lab = self._up(root, scale, bindirs)
         self.labs.append(the_lab)
         self.add_passwords(the_lab)
         return the_lab
+
+    @staticmethod
+    def _up(root: Path, scale: int, bindirs: dict[str, str] | None) -> lab_module.Lab:
+        return lab_module.up(root, scale=scale, first_port=_random_first_port(), bindirs=bindirs)
 
     def add_passwords(self, the_lab: lab_module.Lab) -> None:
         """The newest lab's lines first: libpq takes the first match, and a port of a lab
