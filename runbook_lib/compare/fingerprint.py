@@ -9,7 +9,8 @@ one sequential pass whatever the heap's order, in block-range slices). Two row h
   of the columns before it as its seed (`STEPS`: bigints as both halves, floats with the sign of
   zero, timestamptz as microseconds; numeric, jsonb, enums, arrays and every other type whose
   own hash is looser than its text as text, under "C"). Each step mixes non-linearly, so values
-  swapped between rows or columns change the sum; a NULL changes the seed, never the value.
+  swapped between rows or columns change the sum; a NULL hashes as a fixed value with another
+  seed.
   No record is built per row: about a fifth cheaper than hash_record_extended(ROW(...)).
 - portable (any versions, or on request): the first 64 bits of `md5(ROW(...)::text)`, floats as
   their IEEE bits, under the session settings pinned in `session.py`.
@@ -35,29 +36,45 @@ POSITIVE = 9223372036854775807  # key hashes are masked to non-negative bigints
 INT_KEYS = frozenset((("int", "smallint"), ("int", "integer"), ("int8", "bigint")))
 EPOCH = "'2000-01-01 00:00:00+00'::pg_catalog.timestamptz"
 
-# kind -> (value when NULL, step: the hash of value {v} seeded with {h}); the kind of a column
-# comes from keys.HASH_KINDS, and kinds not listed here are hashed through their type's own hash
-# (raw_step). A nullable column's NULL hashes as that value with another seed.
+# kind -> (value when NULL, step: the hash of value {v} seeded with {h}); a column's kind comes
+# from keys.HASH_KINDS. A nullable column's NULL hashes as that value with another seed.
 STEPS = {
     # hashint8extended folds the halves together (0 and 4294967297 hash alike): both halves
     "int8": ("0", "pg_catalog.hashint8extended({v} >> 32, pg_catalog.hashint8extended({v}, {h}))"),
     "int": ("0", "pg_catalog.hashint4extended({v}, {h})"),
     "bool": ("false", "pg_catalog.hashint4extended({v}::pg_catalog.int4, {h})"),
-    "float": ("0", "pg_catalog.hashfloat8extended({v}, {h})"),  # -0.0: seed_flags
+    "float": ("0", "pg_catalog.hashfloat8extended({v}, {h})"),  # -0.0: seed flags
     "timestamp": (
         "'2000-01-01'::pg_catalog.timestamp",
         "pg_catalog.timestamp_hash_extended({v}, {h})",
     ),
-    # microseconds since 2000 (an interval's hash, as cheap as a bigint's); infinities: seed_flags
-    "timestamptz": (
-        EPOCH,
-        f"pg_catalog.interval_hash_extended({{v}} - {EPOCH}, {{h}})",
-    ),
+    # microseconds since 2000 (an interval's hash, as cheap as a bigint's); infinities: seed flags
+    "timestamptz": (EPOCH, f"pg_catalog.interval_hash_extended({{v}} - {EPOCH}, {{h}})"),
     "uuid": (
         "'00000000-0000-0000-0000-000000000000'::pg_catalog.uuid",
         "pg_catalog.uuid_hash_extended({v}, {h})",
     ),
     "text": ("''", "pg_catalog.hashtextextended({v}, {h})"),
+}
+# Types hashed through their own hash function, reached as an array of one element (an array's
+# hash ignores the seed for a NULL element: NULL is replaced by a value here too).
+RAW_NULLS = {
+    "oid": "0",
+    "date": "'2000-01-01'",
+    "time": "'00:00'",
+    "timetz": "'00:00+00'",
+    "bytea": "''",
+    "inet": "'0.0.0.0'",
+    "cidr": "'0.0.0.0/0'",
+    "macaddr": "'00:00:00:00:00:00'",
+    "macaddr8": "'00:00:00:00:00:00:00:00'",
+}
+STEPS |= {
+    kind: (
+        f"{null}::pg_catalog.{kind}",
+        f"pg_catalog.hash_array_extended(ARRAY[{{v}}::pg_catalog.{kind}], {{h}})",
+    )
+    for kind, null in RAW_NULLS.items()
 }
 
 
@@ -101,7 +118,7 @@ class TableSQL:
 
     info: TableInfo
     columns: tuple[str, ...]
-    hashing: dict[str, str]  # column -> 'raw' | 'float' | 'text' (agreed by both sides)
+    hashing: dict[str, str]  # column -> its kind in STEPS (agreed by both sides)
     portable: bool
 
     # ----- pieces
@@ -138,10 +155,13 @@ class TableSQL:
             cases.append(sql.SQL("WHEN {c} <> 0 THEN 0 WHEN {c}::pg_catalog.text = '-0' THEN {k}")
                          .format(c=col, k=_seed_constant(index, 1)))  # fmt: skip
         if kind == "timestamptz":
+            epoch = sql.SQL(EPOCH)
+            cases.append(sql.SQL("WHEN pg_catalog.isfinite({}) THEN 0").format(col))
             cases.append(
-                sql.SQL("WHEN pg_catalog.isfinite({c}) THEN 0 WHEN {c} > {e} THEN {k}").format(
-                    c=col, e=sql.SQL(EPOCH), k=_seed_constant(index, 1)
-                )
+                sql.SQL("WHEN {} > {} THEN {}").format(col, epoch, _seed_constant(index, 1))
+            )
+            cases.append(
+                sql.SQL("WHEN {} < {} THEN {}").format(col, epoch, _seed_constant(index, 2))
             )
         if not cases:
             return None
@@ -153,10 +173,6 @@ class TableSQL:
         flags = self._seed_flags(index, name)
         if flags is not None:
             seed = sql.SQL("({} # {})").format(seed, flags)
-        if kind not in STEPS:  # through the type's own hash: an array of one, NULL included
-            return sql.SQL("pg_catalog.hash_array_extended(ARRAY[({})::pg_catalog.{}], {})").format(
-                self._col(name), sql.Identifier(kind), seed
-            )
         null_value, step = STEPS[kind]
         value = self._text(name) if kind == "text" else self._col(name)
         if kind == "timestamptz":  # infinities hash as the epoch, told apart by the seed
