@@ -17,10 +17,11 @@ directory (pg_wal: the same filesystem, and base backups skip its contents), lik
 it into place: same size as the archive's file, same modification time (copied from the
 archive's file when staged), full segment size. Anything else is discarded and copied from the
 archive as usual. A request for the very segment the prefetcher is copying waits for it (at most
-STAGED_WAIT_S) instead of copying it a second time. Staged files are written under a temporary name and renamed when complete;
-their number is bounded by --prefetch, the space by the same and the free space of the
-filesystem; files outside the window after the latest request (older, or another timeline)
-are removed, and all of them when recovery ends or nothing is requested for a while.
+STAGED_WAIT_S) instead of copying it a second time. Staged files are written under a temporary
+name and renamed when complete; their number is bounded by --prefetch, the space by the same
+and the free space of the filesystem; files outside the window after the latest request
+(older, or another timeline) are removed, and all of them when recovery ends or nothing is
+requested for a while.
 
 Exit status: 0 restored, 1 not found / failover / copy failed, 2 bad arguments. Never 126 or more
 (that would abort recovery). Messages go to stderr, which lands in the server log.

@@ -689,3 +689,13 @@ def test_values_that_print_differently_are_differences_on_both_hash_paths(pair):
         result = compare(pair, "strict", portable=portable, max_keys=100)
         expected = {("strict.t", str(k), "different") for k in DIFFERENT | {30, 31, 32}}
         assert sorted(int(k) for _, k, _ in found(result) ^ expected) == [], portable
+
+
+def test_the_widest_table_postgresql_allows_is_compared(pair):
+    """The fast row hash nests one step per column: 1600 columns must still compose and run."""
+    columns = ", ".join(f"c{i} int" for i in range(1599))
+    both(pair, f"CREATE SCHEMA wide; CREATE TABLE wide.t (id int PRIMARY KEY, {columns})")
+    both(pair, "INSERT INTO wide.t (id, c0, c1598) SELECT g, g, g FROM generate_series(1, 3) g")
+    run(pair[1], "UPDATE wide.t SET c1598 = 0 WHERE id = 2")
+    for portable in (False, True):
+        assert found(compare(pair, "wide", portable=portable)) == {("wide.t", "2", "different")}

@@ -78,6 +78,9 @@ STEPS |= {
 }
 
 
+_SEED = sql.SQL("")  # where a step takes the hash of the columns before it
+
+
 def _seed_constant(column: int, flag: int) -> sql.Composable:
     """A fixed 64-bit constant per column and flag (splitmix64), XORed into the seed."""
     x = (column * 4 + flag + 1) * 0x9E3779B97F4A7C15 % 2**64
@@ -167,12 +170,14 @@ class TableSQL:
             return None
         return sql.SQL("CASE {} ELSE 0 END").format(sql.SQL(" ").join(cases))
 
-    def _step(self, index: int, name: str, seed: sql.Composable) -> sql.Composable:
-        """The hash of column `name` with `seed` (the hash of the columns before it)."""
+    def _steps(self, index: int, name: str) -> list[sql.Composed]:
+        """How column `name` wraps the seed (the hash of the columns before it): each holds
+        _SEED once, innermost first."""
         kind, column = self.hashing[name], self.info.column(name)
+        steps = []
         flags = self._seed_flags(index, name)
         if flags is not None:
-            seed = sql.SQL("({} # {})").format(seed, flags)
+            steps.append(sql.SQL("({} # {})").format(_SEED, flags))
         null_value, step = STEPS[kind]
         value = self._text(name) if kind == "text" else self._col(name)
         if kind == "timestamptz":  # infinities hash as the epoch, told apart by the seed
@@ -181,7 +186,8 @@ class TableSQL:
             )
         elif not column.not_null:
             value = sql.SQL("coalesce({}, {})").format(value, sql.SQL(null_value))
-        return sql.SQL(step).format(v=value, h=seed)
+        steps.append(sql.SQL(step).format(v=value, h=_SEED))
+        return steps
 
     def row_hash(self) -> sql.Composable:
         if self.portable:
@@ -189,10 +195,18 @@ class TableSQL:
             return sql.SQL(
                 "('x' || pg_catalog.left(pg_catalog.md5(({})::text), 16))::bit(64)::bigint"
             ).format(row)
-        seed: sql.Composable = sql.SQL("0::pg_catalog.int8")
+        # the chain nests as deep as the table is wide (up to 1600 columns): composed flat,
+        # as the parts before every seed, the first seed, then the parts after every seed
+        before: list[list[sql.Composable]] = []
+        after: list[sql.Composable] = []
         for index, name in enumerate(self.columns):
-            seed = self._step(index, name, seed)
-        return seed
+            for step in self._steps(index, name):
+                parts = list(step)
+                hole = next(i for i, part in enumerate(parts) if part is _SEED)
+                before.append(parts[:hole])
+                after.extend(parts[hole + 1 :])
+        first = [part for parts in reversed(before) for part in parts]
+        return sql.Composed([*first, sql.SQL("0::pg_catalog.int8"), *after])
 
     def key_hash(self) -> sql.Composable:
         """A non-negative bigint that depends on the key's value alone, the same on both sides:
