@@ -699,3 +699,28 @@ def test_the_widest_table_postgresql_allows_is_compared(pair):
     run(pair[1], "UPDATE wide.t SET c1598 = 0 WHERE id = 2")
     for portable in (False, True):
         assert found(compare(pair, "wide", portable=portable)) == {("wide.t", "2", "different")}
+
+
+def test_an_enum_label_added_during_a_comparison_still_hashes_by_its_text(pair):
+    """Enums hash by their label's position among the labels read when the comparison began;
+    a label added since falls back to its text, so two new labels never hash alike."""
+    from dataclasses import replace
+
+    from runbook_lib.compare.fingerprint import TableSQL
+    from runbook_lib.compare.keys import load_table
+    from runbook_lib.compare.session import open_side
+
+    run(pair[0], "CREATE SCHEMA late; CREATE TYPE late.e AS ENUM ('a', 'b', 'c'); "
+                 "CREATE TABLE late.t (id int PRIMARY KEY, m late.e); "
+                 "INSERT INTO late.t VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, NULL)")  # fmt: skip
+    side = open_side("here", pair[0])
+    try:
+        info = load_table(side.conn, "late", "t")
+        assert info.column("m").hashing == "enum"
+        only_a = replace(info, columns=(info.columns[0], replace(info.columns[1], labels=("a",))))
+        row_hash = TableSQL(only_a, ("m",), {"m": "enum"}, portable=False).row_hash()
+        query = sql.SQL("SELECT {} AS h FROM late.t t ORDER BY id").format(row_hash)
+        hashes = [r["h"] for r in side.conn.execute(query)]
+    finally:
+        side.close()
+    assert len(set(hashes)) == 4  # a by position, b and c by text, NULL

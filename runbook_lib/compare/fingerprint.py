@@ -55,6 +55,9 @@ STEPS = {
         "pg_catalog.uuid_hash_extended({v}, {h})",
     ),
     "text": ("''", "pg_catalog.hashtextextended({v}, {h})"),
+    # an enum by its label's position among the labels both sides have (sorted); another label
+    # (added since the comparison began) by its text's hash
+    "enum": ("0", "pg_catalog.hashint8extended({v}, {h})"),
 }
 # Types hashed through their own hash function, reached as an array of one element (an array's
 # hash ignores the seed for a NULL element: NULL is replaced by a value here too).
@@ -170,6 +173,19 @@ class TableSQL:
             return None
         return sql.SQL("CASE {} ELSE 0 END").format(sql.SQL(" ").join(cases))
 
+    def _enum_position(self, name: str) -> sql.Composable:
+        column = self.info.column(name)
+        assert column.labels is not None
+        cases = [
+            sql.SQL("WHEN {}::{} THEN {}").format(
+                sql.Literal(label), sql.SQL(column.type), sql.SQL(str(position))
+            )
+            for position, label in enumerate(column.labels, start=1)
+        ]
+        return sql.SQL("CASE {} {} ELSE pg_catalog.hashtextextended({}, 0) END").format(
+            self._col(name), sql.SQL(" ").join(cases), self._text(name)
+        )
+
     def _steps(self, index: int, name: str) -> list[sql.Composed]:
         """How column `name` wraps the seed (the hash of the columns before it): each holds
         _SEED once, innermost first."""
@@ -180,6 +196,8 @@ class TableSQL:
             steps.append(sql.SQL("({} # {})").format(_SEED, flags))
         null_value, step = STEPS[kind]
         value = self._text(name) if kind == "text" else self._col(name)
+        if kind == "enum":
+            value = self._enum_position(name)
         if kind == "timestamptz":  # infinities hash as the epoch, told apart by the seed
             value = sql.SQL("CASE WHEN pg_catalog.isfinite({c}) THEN {c} ELSE {e} END").format(
                 c=value, e=sql.SQL(EPOCH)
@@ -225,7 +243,8 @@ class TableSQL:
             return sql.SQL(
                 "(('x' || pg_catalog.left(pg_catalog.md5(({})::text), 16))::bit(64)::bigint & {})"
             ).format(row, mask)
-        parts = [self._text(k) if self.hashing[k] == "text" else self._col(k) for k in key]
+        as_text = ("text", "enum")  # an enum's own hash is its OID's, other on each server
+        parts = [self._text(k) if self.hashing[k] in as_text else self._col(k) for k in key]
         return sql.SQL("(pg_catalog.hash_record_extended(ROW({}), 0) & {})").format(
             sql.SQL(", ").join(parts), mask
         )

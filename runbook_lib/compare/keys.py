@@ -28,6 +28,7 @@ HASH_KINDS = {
     **{t: t for t in ("oid", "date", "time", "timetz", "bytea", "inet", "cidr", "macaddr")},
     "macaddr8": "macaddr8",
 }
+ENUM_LABELS_MAX = 16  # an enum with more labels is hashed as text (a CASE over them costs more)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Column:
     hashing: str  # a kind of fingerprint.STEPS: 'text', 'int8', 'float' (raw bits when portable)...
     not_null: bool
     collation: str | None
+    labels: tuple[str, ...] | None = None  # an enum's labels, sorted: hashed by position
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class TableInfo:
 
 
 def _hashing(row: dict) -> str:
+    if row["labels"] is not None and len(row["labels"]) <= ENUM_LABELS_MAX:
+        return "enum"
     builtin = row["base_nsp"] == "pg_catalog"  # arrays are named _int4 and so on: text
     return HASH_KINDS.get(row["base_type"], "text") if builtin else "text"
 
@@ -102,7 +106,9 @@ def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | 
         "  a.atttypmod AS typmod, a.attnotnull, "
         "  (SELECT co.collname FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation) "
         "    AS coll, "
-        "  bn.nspname AS base_nsp, b.typname AS base_type "
+        "  bn.nspname AS base_nsp, b.typname AS base_type, "
+        "  CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel FROM pg_catalog.pg_enum e "
+        '    WHERE e.enumtypid = t.oid ORDER BY e.enumlabel COLLATE "C") END AS labels '
         "FROM pg_catalog.pg_attribute a "
         "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "JOIN pg_catalog.pg_type b "
@@ -112,7 +118,15 @@ def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | 
         [rel["oid"]],
     ).fetchall()
     columns = tuple(
-        Column(r["attname"], r["type"], _hashing(r), r["attnotnull"], r["coll"]) for r in cols
+        Column(
+            r["attname"],
+            r["type"],
+            _hashing(r),
+            r["attnotnull"],
+            r["coll"],
+            tuple(r["labels"]) if r["labels"] is not None else None,
+        )
+        for r in cols
     )
     key, source = _choose_key(conn, rel["oid"], {c.name: c for c in columns})
     return TableInfo(
