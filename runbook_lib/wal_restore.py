@@ -120,6 +120,13 @@ def isdir(path):
         return False
 
 
+def stat_or_none(path):
+    try:
+        return posix.stat(path)
+    except OSError:
+        return None
+
+
 def say(message):
     sys.stderr.write(f"{PROG}: {message}\n")
     sys.stderr.flush()
@@ -308,12 +315,11 @@ def take_staged(opts, src, expected_size):
     """Link the staged copy of the requested segment to DEST when it is complete and still
     matches the archive's file (size and modification time); remove it either way."""
     staged = join(opts["staging"], opts["walfile"])
-    try:
-        st = posix.stat(staged)
-    except OSError:
-        if not wait_for_staging(opts["staging"], opts["walfile"]):
-            return False
-        st = posix.stat(staged)
+    st = stat_or_none(staged)
+    if st is None and wait_for_staging(opts["staging"], opts["walfile"]):
+        st = stat_or_none(staged)
+    if st is None:
+        return False
     taken = False
     try:
         archived = posix.stat(src)
