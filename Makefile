@@ -55,7 +55,12 @@ lint: venv
 format: venv
 	$(BIN)/ruff format .
 
-bench: system-deps venv
+$(VENV)/.installed-bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
+# reladiff, the compare bench's reference, comes with the bench extra
+bench: system-deps venv $(VENV)/.installed-bench
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

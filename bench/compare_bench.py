@@ -13,7 +13,7 @@ Printed, as ratios against baselines measured in the same run:
 - limit: one scan per server over the whole table, both at once, with the engine's own row hash
   (one statement per server, no chunks: the least reading a proof of equality can do); it and
   the engine on identical tables (with one session per side, and as users get it) are timed
-  best of 3, interleaved, everything else once;
+  best of 3, interleaved, as is reladiff on identical tables; everything else once;
 - engine on identical tables (engine / limit), with the sessions per side it used (a big
   table is shared by the server's max_parallel_workers_per_gather sessions, default 2); its
   portable md5 path once (first case only);
@@ -190,6 +190,13 @@ def reladiff(a: Endpoint, b: Endpoint, table: Table) -> tuple[float, int] | str:
     return seconds, len({d[1][0] for d in diffs})
 
 
+def best_reladiff(a: Endpoint, b: Endpoint, table: Table) -> tuple[float, int] | str:
+    """reladiff on identical tables, best of REPEAT like the engine it is compared with."""
+    runs = [reladiff(a, b, table) for _ in range(REPEAT)]
+    timed = [r for r in runs if not isinstance(r, str)]
+    return min(timed) if len(timed) == len(runs) else next(r for r in runs if isinstance(r, str))
+
+
 def scatter_changes(b: Endpoint, table: Table, rows: int, seed: int = 7) -> dict[str, str]:
     """Update 34, delete 33, insert 33 rows on b; return {key: kind as the engine names it}."""
     rng = random.Random(seed)
@@ -242,7 +249,9 @@ def run_case(a0, b0, rows: int, table: Table, shuffled: bool, opts) -> dict:
         print(f"{'engine peak Python memory (tracemalloc)':46} {peak / 1e6:6.2f} MB")
         out["peak_mb"] = peak / 1e6
     if opts.reladiff:
-        line, out["reladiff_x"] = _reladiff_line("identical", reladiff(a, b, table), base, seconds)
+        line, out["reladiff_x"] = _reladiff_line(
+            "identical", best_reladiff(a, b, table), base, seconds
+        )
         print(line, flush=True)
 
     expected = scatter_changes(b, table, rows)

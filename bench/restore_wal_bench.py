@@ -1,6 +1,6 @@
 """Restore command cost per 16 MB WAL segment, against `cp` of the same file in the same run.
 
-    .venv/bin/python bench/restore_wal_bench.py [--rounds 40] [--segments 200] [--no-standby]
+    .venv/bin/python bench/restore_wal_bench.py [--rounds 40] [--segments 200] [--parts 1,2,3]
 
 1. One segment: each round copies one segment from a fake archive into a fresh destination with:
    `cp`, the restore command as the runbook installs it and the server runs it (the launcher
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
 import shlex
 import shutil
 import statistics
@@ -39,6 +40,7 @@ from runbook_lib import pgbin, wal_restore
 from runbook_lib.cluster import LocalCluster, server_os_user
 from runbook_lib.connection import connect
 from runbook_lib.host import LOCAL
+from runbook_lib.passfile import passfile_env, passfile_line
 from runbook_lib.ports import free_ports
 from runbook_lib.standby.tools import install_tools
 
@@ -218,27 +220,39 @@ def _cluster(work: Path, name: str, port: int) -> LocalCluster:
     return LocalCluster(name, work / name, port, work / f"{name}.log")
 
 
+def use_password(work: Path, password: str, *clusters: LocalCluster) -> None:
+    """The servers want a password (as the lab's do): ours comes from a password file."""
+    passfile = work / "bench.pgpass"
+    lines = [passfile_line(c.endpoint(), password) for c in clusters]
+    LOCAL.write_text(passfile, "".join(lines), mode=0o600)
+    os.environ["PGPASSFILE"] = str(passfile)
+
+
 def primary_with_backlog(work: Path, count: int, port: int) -> tuple[LocalCluster, Path, str]:
     """A primary on `port` that archived `count` segments after a base backup was taken."""
     archive = work / "wal_archive"
     LOCAL.make_dir(archive, owner=server_os_user(), mode=0o755)
     primary = _cluster(work, "primary", port)
+    password = secrets.token_urlsafe(16)
     primary.init(
         {
             "wal_level": "replica",
             "archive_mode": "on",
             "archive_command": f"'cp %p {archive}/%f'",
             "max_wal_size": "'4GB'",
-        }
+        },
+        password=password,
     )
+    use_password(work, password, primary, _cluster(work, "standby", port + 1))
     primary.start()
     backup = work / "backup"
     LOCAL.make_dir(backup, owner=server_os_user(), mode=0o700)
-    LOCAL.run(
-        [pgbin.program("pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-         "-D", str(backup), "-X", "fetch", "-c", "fast"],
-        user=server_os_user(),
-    )  # fmt: skip
+    with passfile_env(primary.endpoint(), server_os_user()) as env:
+        LOCAL.run(
+            [pgbin.program("pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U",
+             "postgres", "-D", str(backup), "-X", "fetch", "-c", "fast"],
+            user=server_os_user(), env=env,
+        )  # fmt: skip
     with connect(primary.endpoint()) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS backlog (n int)")
         for n in range(count):
@@ -290,7 +304,6 @@ def standby_replay(work: Path, count: int) -> dict[str, float]:
     _, backup, target = primary_with_backlog(work, count, port)
     archive = work / "wal_archive"
     tools = work / "server_tools"
-    LOCAL.make_dir(tools, mode=0o755)
     script = " ".join(map(shlex.quote, restore_argv(tools, archive)))
     cp = f"cp {shlex.quote(str(archive))}/%f %p"
     runs = {
@@ -322,13 +335,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--no-standby", action="store_true", help="skip part 3 (a real standby)")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
     args = parser.parse_args()
+    parts = set(args.parts.split(",")) - ({"3"} if args.no_standby else set())
     work = Path(tempfile.mkdtemp(prefix="restore-bench-"))
     work.chmod(0o755)
     try:
-        one_segment(work, args.rounds)
-        catch_up(work, args.segments)
-        if not args.no_standby:
+        if "1" in parts:
+            one_segment(work, args.rounds)
+        if "2" in parts:
+            catch_up(work, args.segments)
+        if "3" in parts:
             standby_replay(work, args.segments)
         return 0
     finally:

@@ -127,7 +127,7 @@ def test_identical_tables_in_every_key_shape_are_identical(shapes, portable):
     assert "whole-table" in summary.loc["shapes.no_key", "note"]
     assert summary.loc["shapes.empty", "rows_here"] == 0
     assert summary.loc['shapes."Mixed Case"', "rows_there"] == 100
-    assert set(summary["method"]) == {"md5 of text" if portable else "hash_record_extended"}
+    assert set(summary["method"]) == {"md5 of text" if portable else "typed hashes"}
     result.raise_if_different()  # does not raise
 
 
@@ -635,3 +635,92 @@ def test_a_big_table_is_read_by_several_sessions_per_side(shuffled, monkeypatch)
     assert result.summary.iloc[0]["rows_there"] == 59998
     with pytest.raises(ConfigurationError, match="workers"):
         compare(shuffled, "shuffled", workers=0)
+
+
+# (id, value on `here`, value on `there`) per column; the ids in DIFFERENT must be reported,
+# every other row is equal on both sides.
+STRICT_VALUES = {
+    "jb jsonb": [
+        (1, "'5'", "'-5'"),  # jsonb's own hash ignores a number's sign
+        (2, "'[[1], 2]'", "'[[1, 2]]'"),  # ... and where a container ends
+        (3, """'{"a": {"b": 1}, "c": 2}'""", """'{"a": {"b": 1, "c": 2}}'"""),
+        (4, """'{"a": 1.0}'""", """'{"a": 1.00}'"""),  # ... and a number's scale (it prints)
+        (5, "NULL", "'\"\"'"),
+        (6, """'{"b": 2, "a": [1, 2]}'""", """'{"a": [1, 2],   "b": 2}'"""),  # equal
+    ],
+    "f float8": [(7, "'-0'", "'0'"), (8, "'NaN'", "'NaN'"), (9, "NULL", "0"), (10, "1e-300", "0")],
+    "r real": [(11, "'-0'", "'0'")],
+    "i bigint": [(12, "0", "4294967297"), (13, "-1", "-4294967296"), (14, "NULL", "0")],
+    "ts timestamptz": [
+        (15, "'infinity'", "'-infinity'"),
+        (16, "'-infinity'", "'2000-01-01 00:00+00'"),
+        (17, "NULL", "'2000-01-01 00:00+00'"),
+        (18, "'2024-06-01 12:00+02'", "'2024-06-01 10:00+00'"),  # the same instant: equal
+        (19, "'2024-06-01 12:00+00'", "'2024-06-01 12:00:00.000001+00'"),
+    ],
+    "arr int[]": [(20, "'{1,2}'", "'{{1},{2}}'"), (21, "'[0:1]={1,2}'", "'{1,2}'")],
+    "d date": [(22, "'infinity'", "'-infinity'"), (23, "NULL", "'2000-01-01'")],
+    "u uuid": [(24, "NULL", "'00000000-0000-0000-0000-000000000000'")],
+    "b bool": [(25, "NULL", "false")],
+    "n numeric": [(26, "1.0", "1.00"), (27, "NULL", "'NaN'")],
+    "m strict.mood": [(28, "'ok'", "'sad'"), (29, "NULL", "'sad'")],
+}
+DIFFERENT = set(range(1, 30)) - {6, 8, 18}
+
+
+def test_values_that_print_differently_are_differences_on_both_hash_paths(pair):
+    """Equal exactly when the values print alike: the cases where a type's own hash (what a
+    faster row hash could use) is looser than its text, and NULL against each kind's zero."""
+    columns = ", ".join(STRICT_VALUES)
+    both(pair, f"CREATE SCHEMA strict; CREATE TYPE strict.mood AS ENUM ('sad', 'ok'); "
+               f"CREATE TABLE strict.t (id int PRIMARY KEY, {columns}, x int, y int)")  # fmt: skip
+    for side in (0, 1):
+        rows = [
+            f"INSERT INTO strict.t (id, {col.split()[0]}) VALUES ({i}, {values[side]})"
+            for col, cases in STRICT_VALUES.items()
+            for i, *values in cases
+        ]
+        # values swapped between two columns, and between two rows
+        rows.append(f"INSERT INTO strict.t (id, x, y) VALUES (30, {1 + side}, {2 - side})")
+        rows.append(f"INSERT INTO strict.t (id, x, y) VALUES (31, {1 + side}, 2)")
+        rows.append(f"INSERT INTO strict.t (id, x, y) VALUES (32, {2 - side}, 2)")
+        run(pair[side], "; ".join(rows))
+    for portable in (False, True):
+        result = compare(pair, "strict", portable=portable, max_keys=100)
+        expected = {("strict.t", str(k), "different") for k in DIFFERENT | {30, 31, 32}}
+        assert sorted(int(k) for _, k, _ in found(result) ^ expected) == [], portable
+
+
+def test_the_widest_table_postgresql_allows_is_compared(pair):
+    """The fast row hash nests one step per column: 1600 columns must still compose and run."""
+    columns = ", ".join(f"c{i} int" for i in range(1599))
+    both(pair, f"CREATE SCHEMA wide; CREATE TABLE wide.t (id int PRIMARY KEY, {columns})")
+    both(pair, "INSERT INTO wide.t (id, c0, c1598) SELECT g, g, g FROM generate_series(1, 3) g")
+    run(pair[1], "UPDATE wide.t SET c1598 = 0 WHERE id = 2")
+    for portable in (False, True):
+        assert found(compare(pair, "wide", portable=portable)) == {("wide.t", "2", "different")}
+
+
+def test_an_enum_label_added_during_a_comparison_still_hashes_by_its_text(pair):
+    """Enums hash by their label's position among the labels read when the comparison began;
+    a label added since falls back to its text, so two new labels never hash alike."""
+    from dataclasses import replace
+
+    from runbook_lib.compare.fingerprint import TableSQL
+    from runbook_lib.compare.keys import load_table
+    from runbook_lib.compare.session import open_side
+
+    run(pair[0], "CREATE SCHEMA late; CREATE TYPE late.e AS ENUM ('a', 'b', 'c'); "
+                 "CREATE TABLE late.t (id int PRIMARY KEY, m late.e); "
+                 "INSERT INTO late.t VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, NULL)")  # fmt: skip
+    side = open_side("here", pair[0])
+    try:
+        info = load_table(side.conn, "late", "t")
+        assert info.column("m").hashing == "enum"
+        only_a = replace(info, columns=(info.columns[0], replace(info.columns[1], labels=("a",))))
+        row_hash = TableSQL(only_a, ("m",), {"m": "enum"}, portable=False).row_hash()
+        query = sql.SQL("SELECT {} AS h FROM late.t t ORDER BY id").format(row_hash)
+        hashes = [r["h"] for r in side.conn.execute(query)]
+    finally:
+        side.close()
+    assert len(set(hashes)) == 4  # a by position, b and c by text, NULL

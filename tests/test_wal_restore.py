@@ -471,3 +471,29 @@ def test_no_prefetch_when_disabled_or_caught_up(recovering):
     time.sleep(0.2)
     assert staged(pg_wal) == set()
     assert not (pg_wal / STAGING / "prefetch.pid").exists()
+
+
+def test_a_segment_being_staged_is_waited_for_not_copied_twice(dirs):
+    """The request catches up with the prefetcher while it copies that very segment: it waits
+    for the staged file (whole, renamed into place) instead of copying the archive's again."""
+    archive, pg_wal = dirs
+    archive_segments(archive, [5])
+    staging = pg_wal / STAGING
+    staging.mkdir()
+    (staging / "prefetch.pid").write_text(str(os.getpid()))  # a live prefetcher: this test
+    tmp = staging / f".{seg_name(5)}.{os.getpid()}.tmp"
+    tmp.write_bytes(b"half a copy")
+
+    def staged_now() -> None:
+        tmp.write_bytes((archive / seg_name(5)).read_bytes())
+        info = (archive / seg_name(5)).stat()
+        os.utime(tmp, ns=(info.st_atime_ns, info.st_mtime_ns))
+        tmp.rename(staging / seg_name(5))
+
+    thread = later(0.2, staged_now)
+    result = restore(*opts(archive, "--verbose"), seg_name(5), pg_wal / "R")
+    thread.join()
+    assert result.returncode == 0, result.stderr
+    assert "(staged)" in result.stderr
+    assert (pg_wal / "R").read_bytes() == (archive / seg_name(5)).read_bytes()
+    assert staged(pg_wal) == set()

@@ -365,7 +365,7 @@ def _result(
                 "chunks differed but no differing row was left when drilled: rows changed "
                 "while being read; compare a quiesced pair (settle=)"
             )
-        method = "hash_record_extended" if fast else "md5 of text"
+        method = "typed hashes" if fast else "md5 of text"
         summary_rows.append(
             {
                 "table": pair.name,

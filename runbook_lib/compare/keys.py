@@ -9,47 +9,36 @@ import psycopg
 
 from runbook_lib.compare.names import qualified
 
-# Built-in types whose extended hash is a function of the value as it prints: hashed as they are.
-# Everything else (enums hash by OID, json has no hash, interval/numeric arrays/citext compare
-# looser than their text, composites may hide enums) is hashed as text.
-RAW_HASH_TYPES = frozenset(
-    [
-        "bool",
-        "int2",
-        "int4",
-        "int8",
-        "oid",
-        "float4",
-        "float8",
-        "text",
-        "varchar",
-        "bpchar",
-        "name",
-        "char",
-        "bytea",
-        "date",
-        "time",
-        "timestamp",
-        "timestamptz",
-        "uuid",
-        "jsonb",
-        "inet",
-        "cidr",
-        "macaddr",
-        "macaddr8",
-        "bit",
-        "varbit",
-    ]
-)
+# How each built-in type is hashed on the fast path (fingerprint.STEPS), by its base type: its own
+# extended hash where that hash is exact (equal exactly when the values print alike) and cheap.
+# Everything else is hashed as its text: numeric (hash_numeric() sees the digits alone: 5 = -5,
+# 1.0 = 1.00), jsonb (its hash ignores number signs and scales and where containers end),
+# arrays (their hash ignores dimensions), enums (hashed by OID), json, interval, composites.
+HASH_KINDS = {
+    "int8": "int8",
+    "int2": "int",
+    "int4": "int",
+    "bool": "bool",
+    "float4": "float",
+    "float8": "float",
+    "timestamptz": "timestamptz",
+    "timestamp": "timestamp",
+    "uuid": "uuid",
+    # hashed as they are through their type's hash (fingerprint.raw_step): the kind is the type
+    **{t: t for t in ("oid", "date", "time", "timetz", "bytea", "inet", "cidr", "macaddr")},
+    "macaddr8": "macaddr8",
+}
+ENUM_LABELS_MAX = 16  # an enum with more labels is hashed as text (a CASE over them costs more)
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
     type: str  # format_type() under an empty search_path: usable in a cast
-    hashing: str  # 'raw', 'float' (raw bits when portable), 'text'
+    hashing: str  # a kind of fingerprint.STEPS: 'text', 'int8', 'float' (raw bits when portable)...
     not_null: bool
     collation: str | None
+    labels: tuple[str, ...] | None = None  # an enum's labels, sorted: hashed by position
 
 
 @dataclass(frozen=True)
@@ -74,18 +63,10 @@ class TableInfo:
 
 
 def _hashing(row: dict) -> str:
-    builtin = row["base_nsp"] == "pg_catalog"
-    if builtin and row["base_type"] == "numeric":
-        # hash_numeric() sees the digits alone (5 = -5, 1.0 = 1.00, NaN = Infinity): its text is
-        # exact, and cheaper than the value hashed together with its scale and sign
-        return "text"
-    if builtin and row["base_type"] in ("float4", "float8"):
-        return "float"
-    if builtin and row["base_type"] in RAW_HASH_TYPES:
-        return "raw"
-    if row["elem_nsp"] == "pg_catalog" and row["elem_type"] in RAW_HASH_TYPES:
-        return "raw"
-    return "text"
+    if row["labels"] is not None and len(row["labels"]) <= ENUM_LABELS_MAX:
+        return "enum"
+    builtin = row["base_nsp"] == "pg_catalog"  # arrays are named _int4 and so on: text
+    return HASH_KINDS.get(row["base_type"], "text") if builtin else "text"
 
 
 def list_tables(conn_or_endpoint, schemas: Sequence[str]) -> list[str]:
@@ -126,19 +107,26 @@ def load_table(conn: psycopg.Connection, schema: str, name: str) -> TableInfo | 
         "  (SELECT co.collname FROM pg_catalog.pg_collation co WHERE co.oid = a.attcollation) "
         "    AS coll, "
         "  bn.nspname AS base_nsp, b.typname AS base_type, "
-        "  en.nspname AS elem_nsp, e.typname AS elem_type "
+        "  CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel FROM pg_catalog.pg_enum e "
+        '    WHERE e.enumtypid = t.oid ORDER BY e.enumlabel COLLATE "C") END AS labels '
         "FROM pg_catalog.pg_attribute a "
         "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "JOIN pg_catalog.pg_type b "
         "  ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
         "JOIN pg_catalog.pg_namespace bn ON bn.oid = b.typnamespace "
-        "LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem AND b.typcategory = 'A' "
-        "LEFT JOIN pg_catalog.pg_namespace en ON en.oid = e.typnamespace "
         "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         [rel["oid"]],
     ).fetchall()
     columns = tuple(
-        Column(r["attname"], r["type"], _hashing(r), r["attnotnull"], r["coll"]) for r in cols
+        Column(
+            r["attname"],
+            r["type"],
+            _hashing(r),
+            r["attnotnull"],
+            r["coll"],
+            tuple(r["labels"]) if r["labels"] is not None else None,
+        )
+        for r in cols
     )
     key, source = _choose_key(conn, rel["oid"], {c.name: c for c in columns})
     return TableInfo(

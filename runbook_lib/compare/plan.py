@@ -54,9 +54,8 @@ def pair_tables(
             pair.notes.append(
                 f"column {col.name} is {col.type} {labels[0]}, {other.type} {labels[1]}"
             )
-        hashing[col.name] = (
-            col.hashing if (col.type, col.hashing) == (other.type, other.hashing) else "text"
-        )
+        same = (col.type, col.hashing, col.labels) == (other.type, other.hashing, other.labels)
+        hashing[col.name] = col.hashing if same else "text"
     names = tuple(c.name for c in common)
     key = _shared_key(a, b, b_cols)
     colls = [(a.column(k).collation, b_cols[k].collation) for k in key[0]]
