@@ -118,6 +118,15 @@ def test_bucardo_ssh_is_empty_or_an_ssh_target():
             validate_parameters(**(good() | {"bucardo_ssh": bad}))
 
 
+def test_with_bucardo_elsewhere_the_schema_dump_is_kept_here_per_pair_of_databases():
+    remote = good() | {"bucardo_ssh": "root@db3", "pghost": "db1", "bucardo_host": "db3"}
+    one = validate_parameters(**remote).dump_dir
+    other = validate_parameters(**(remote | {"pghost2": "db9"})).dump_dir
+    assert one.parent == Path.home() / ".local" / "state" / "pg-runbooks"
+    assert one.name.startswith("bucardo-widgets_sync-") and one != other
+    assert validate_parameters(**good()).dump_dir == Path("/var/run/bucardo")
+
+
 def test_with_bucardo_elsewhere_loopback_addresses_are_refused():
     remote = good() | {"bucardo_ssh": "root@db3", "pghost": "db1", "bucardo_host": "db3"}
     for name in ("pghost", "pghost2", "bucardo_host"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -49,11 +50,13 @@ def config_of(lab: hosts_lab_module.HostsLab, **overrides) -> bb.BootstrapConfig
 
 
 @pytest.fixture(scope="module")
-def lab(hosts_lab_factory, lab_factory) -> hosts_lab_module.HostsLab:
-    """The hosts lab, its passwords in the session's PGPASSFILE (the operator's own)."""
+def lab(hosts_lab_factory, lab_factory) -> Iterator[hosts_lab_module.HostsLab]:
+    """The hosts lab, its passwords in the session's PGPASSFILE (the operator's own); the
+    schema dump this machine keeps for it is removed afterwards."""
     the_lab = hosts_lab_factory("bucardo-hosts", servers=SERVERS)
     lab_factory.add_passwords(the_lab)
-    return the_lab
+    yield the_lab
+    shutil.rmtree(config_of(the_lab).dump_dir, ignore_errors=True)
 
 
 def nothing_changed(cfg: bb.BootstrapConfig) -> None:
@@ -177,6 +180,7 @@ def test_notebook_runs_bucardo_on_the_control_host_over_ssh(lab, bootstrapped):
     ]
     assert pids and all(host.pid_alive(p) for p in pids), "the daemon runs on the control host"
     assert not Path(cfg.bucardo_rundir, "daemon").exists(), "nothing of Bucardo's runs here"
+    assert (cfg.dump_dir / "schema.dump").is_file(), "pg_dump ran here, its dump kept here"
 
 
 def test_a_cut_during_the_drain_and_after_it_loses_no_write(bootstrapped):

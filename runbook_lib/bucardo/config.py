@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -99,10 +100,13 @@ class BootstrapConfig:
     def dump_dir(self) -> Path:
         """Where the schema dump and restore lists are kept on this machine (pg_dump and
         pg_restore run here): Bucardo's run directory when Bucardo runs here too, else a
-        private directory of ours named after the sync."""
+        private directory of ours named after the sync and the two databases (a later
+        bootstrap between other servers never finds this one's dump)."""
         if not self.bucardo_ssh:
             return self.bucardo_rundir
-        return Path.home() / ".local" / "state" / "pg-runbooks" / f"bucardo-{self.sync}"
+        pair = f"{self.source}>{self.target}".encode()
+        name = f"bucardo-{self.sync}-{hashlib.sha256(pair).hexdigest()[:12]}"
+        return Path.home() / ".local" / "state" / "pg-runbooks" / name
 
     @property
     def effective_conflict_strategy(self) -> str:
