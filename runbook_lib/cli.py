@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from runbook_lib import cli_parameters
 from runbook_lib.errors import PreconditionError, RunbookError
 
 EXAMPLES = {
@@ -55,25 +54,7 @@ EXAMPLES = {
 
 def _notebook_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("notebook", help="notebook name in notebooks/ or path to an .ipynb")
-    parser.add_argument(
-        "-f",
-        "--parameters-file",
-        dest="files",
-        action="append",
-        type=Path,
-        default=[],
-        help="YAML parameter file; repeatable, later files win",
-    )
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        dest="params",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="one parameter; VALUE is read as YAML",
-    )
+    cli_parameters.add_arguments(parser, "YAML parameter file; repeatable, later files win")
     parser.add_argument(
         "--archive", type=Path, default=Path("runs"), help="run archive (default runs/)"
     )
@@ -287,19 +268,10 @@ def _workload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parameters(args: argparse.Namespace) -> dict[str, Any]:
-    from runbook_lib import execute
-
-    parameters = execute.load_parameter_files(args.files)
-    for name, value in args.params:
-        parameters[name] = yaml.safe_load(value)
-    return parameters
-
-
 def _run(args: argparse.Namespace) -> int:
     from runbook_lib import execute
 
-    result = execute.run_notebook(args.notebook, _parameters(args), archive=args.archive)
+    result = execute.run_notebook(args.notebook, cli_parameters.values(args), archive=args.archive)
     print(f"succeeded in {result.summary['duration_s']:.1f} s: {result.output.parent}")
     return 0
 
@@ -307,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> int:
     from runbook_lib import jupyter, session
 
-    run_dir = session.open_run(args.notebook, _parameters(args), archive=args.archive)
+    run_dir = session.open_run(args.notebook, cli_parameters.values(args), archive=args.archive)
     notebook = run_dir / "notebook.ipynb"
     print(f"run folder: {run_dir}")
     server = jupyter.server_for(notebook)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from runbook_lib import cli_parameters
 
 EXAMPLE = """examples:
   runbook standby-status -f parameters/my-standby.yaml
@@ -20,24 +21,8 @@ exit status: 0 no problems seen, 1 problems (listed first), 2 error"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-f",
-        "--parameters-file",
-        dest="files",
-        action="append",
-        type=Path,
-        default=[],
-        help="the warm standby's YAML parameter file; repeatable, later files win",
-    )
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        dest="params",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="one parameter; VALUE is read as YAML",
+    cli_parameters.add_arguments(
+        parser, "the warm standby's YAML parameter file; repeatable, later files win"
     )
     parser.add_argument(
         "--observe", type=float, help="seconds of lag sampling (default: observe_s)"
@@ -48,15 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from runbook_lib import execute, params, standby
     from runbook_lib.errors import RunbookError
 
     try:
-        values = execute.load_parameter_files(args.files)
-        for name, value in args.params:
-            values[name] = yaml.safe_load(value)
+        values = cli_parameters.values(args)
         params.check_parameters(execute.resolve_notebook("warm_standby"), values)
         cfg = standby.from_namespace(values)
         report = standby.status(cfg, args.observe, heartbeat=not args.no_heartbeat)
