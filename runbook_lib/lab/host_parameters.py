@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from runbook_lib.host import LOCAL
 from runbook_lib.lab import sample_data
+from runbook_lib.lab.parameters import write_yaml_files
 
 if TYPE_CHECKING:
     from runbook_lib.lab.hosts_lab import HostsLab
@@ -128,13 +126,10 @@ def write_parameter_files(lab: HostsLab) -> None:
         "warm_standby.yaml": warm_standby_parameters(lab),
         "hosts.yaml": hosts_table(lab),
     }
-    for name, params in files.items():
-        header = (
-            f"# Written by `runbook lab up --hosts` for the lab in {lab.root}: one network host\n"
-            f"# per server in {lab.subnet}, reached over SSH (ssh -F {lab.ssh_config} HOST).\n"
-            "# Paths of servers are paths on their own host. Passwords are in:\n"
-            f"#   export PGPASSFILE={lab.passfile}\n"
-        )
-        LOCAL.write_text(
-            lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False)
-        )
+    header = (
+        f"# Written by `runbook lab up --hosts` for the lab in {lab.root}: one network host\n"
+        f"# per server in {lab.subnet}, reached over SSH (ssh -F {lab.ssh_config} HOST).\n"
+        "# Paths of servers are paths on their own host. Passwords are in:\n"
+        f"#   export PGPASSFILE={lab.passfile}\n"
+    )
+    write_yaml_files(lab.parameters_dir, files, header)

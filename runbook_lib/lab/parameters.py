@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -102,13 +103,16 @@ def write_parameter_files(lab: Lab) -> None:
         "bucardo_retire.yaml": bucardo_retire_parameters(lab),
         "warm_standby.yaml": warm_standby_parameters(lab),
     }
+    header = (
+        f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
+        f"# Their files (data, logs, WAL archive, Bucardo's run directory): {lab.server_dir}\n"
+        "# They ask for a password (scram-sha-256), kept in the lab's password file:\n"
+        f"#   export PGPASSFILE={lab.passfile}\n"
+    )
+    write_yaml_files(lab.parameters_dir, files, header)
+
+
+def write_yaml_files(directory: Path, files: dict[str, dict[str, Any]], header: str) -> None:
+    """Each parameter set as DIRECTORY/NAME, in YAML under the comment `header`."""
     for name, params in files.items():
-        header = (
-            f"# Written by `runbook lab up` for the lab in {lab.root}: local throwaway servers.\n"
-            f"# Their files (data, logs, WAL archive, Bucardo's run directory): {lab.server_dir}\n"
-            "# They ask for a password (scram-sha-256), kept in the lab's password file:\n"
-            f"#   export PGPASSFILE={lab.passfile}\n"
-        )
-        LOCAL.write_text(
-            lab.parameters_dir / name, header + yaml.safe_dump(params, sort_keys=False)
-        )
+        LOCAL.write_text(directory / name, header + yaml.safe_dump(params, sort_keys=False))

@@ -3,26 +3,24 @@ notebook runs: this machine when its SSH target is empty, else over SSH."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runbook_lib import pgbin, pgversions
+from runbook_lib import pgbin, pgversions, ssh_host
 from runbook_lib.errors import ConfigurationError
 from runbook_lib.host import LOCAL, LocalHost, display_command
-
-# [user@]host, as ssh takes it: no options, no spaces, no shell characters
-SSH_TARGET = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9_][A-Za-z0-9._:-]*$")
 
 
 def check_ssh_target(name: str, value: Any) -> str:
     if value in (None, ""):
         return ""
-    if not isinstance(value, str) or not SSH_TARGET.match(value):
+    try:
+        ssh_host.parse_target(value)
+    except (ConfigurationError, AttributeError):
         raise ConfigurationError(
             f"{name} must be [user@]host (how ssh reaches that machine) or empty for this "
             f"machine, got {value!r}"
-        )
+        ) from None
     return value
 
 
@@ -34,8 +32,6 @@ def machine(target: str) -> str:
 def host_for(target: str, settings: dict[str, str]) -> LocalHost:
     """This machine for "", else the SSH host for target (ssh_host.SshHost, with the
     notebook's ssh_config, known hosts and key when given)."""
-    from runbook_lib import ssh_host
-
     return ssh_host.host_for(target, **{k: v or None for k, v in settings.items()})
 
 
