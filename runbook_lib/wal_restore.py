@@ -1,6 +1,9 @@
 """runbook-restore-wal: a restore_command for WAL-archiving standbys (successor of pg_standby).
 
-    restore_command = 'python3 -I -S runbook-restore-wal.py --archive DIR [opts] %f %p %r'
+    restore_command = '/bin/sh TOOLS/runbook-restore-wal --archive DIR [opts] %f %p %r'
+
+(that is the shell front door, wal_restore_front.sh, which hands over segments already staged
+and runs this module, `python3 -I -S TOOLS/runbook-restore-wal.py`, for everything else)
 
 Copies %f from the archive to %p: never over an existing file, atomically (a temporary file in
 %p's directory, then a hard link that fails if %p appeared meanwhile). `.history` and `.backup`
@@ -16,8 +19,12 @@ directory (pg_wal: the same filesystem, and base backups skip its contents), lik
 `barman-wal-restore --parallel`. A later request for a staged segment only checks it and links
 it into place: same size as the archive's file, same modification time (copied from the
 archive's file when staged), full segment size. Anything else is discarded and copied from the
-archive as usual. A request for the very segment the prefetcher is copying waits for it (at most
-STAGED_WAIT_S) instead of copying it a second time. Staged files are written under a temporary
+archive as usual. The shell front door does the same hand-over without starting Python
+(checking the time to the nanosecond, not the size: only whole files are renamed into the
+staging directory); the prefetcher notices which segments vanished, moves its window on, and
+cleans the archive (--cleanup) up to the restart files the front door leaves as markers. A
+request for the very segment the prefetcher is copying waits for it (at most STAGED_WAIT_S)
+instead of copying it a second time. Staged files are written under a temporary
 name and renamed when complete; their number is bounded by --prefetch, the space by the same
 and the free space of the filesystem; files outside the window after the latest request
 (older, or another timeline) are removed, and all of them when recovery ends or nothing is
@@ -51,6 +58,8 @@ STALE_LOCK_S = 10.0  # a prefetcher refreshes its lock file far more often than 
 RESERVE_FRACTION = 0.05  # never fill the staging filesystem beyond 95 %
 STAGED_WAIT_S = 2.0  # a request waits this long at most for the segment being staged
 STAGED_POLL_S = 0.001
+CLEANUP_MARK = "cleanup-"  # + a restart file: left in the staging directory by the shell front end
+CLEANUP_EVERY_S = 1.0  # the prefetcher cleans the archive as marked at most this often
 
 USAGE = f"""usage: {PROG} --archive DIR [--wait] [--trigger FILE] [--sleep S] [--max-wait S]
        [--retries N] [--cleanup] [--segment-size BYTES] [--prefetch N] [--staging DIR]
@@ -450,11 +459,31 @@ def start_prefetch(opts):
             posix._exit(0)
 
 
-def staged_names(staging):
+def listing(staging):
     try:
-        return {n for n in posix.listdir(staging) if is_segment_name(n)}
+        return posix.listdir(staging)
     except OSError:
-        return set()
+        return []
+
+
+def staged_names(staging):
+    return {n for n in listing(staging) if is_segment_name(n)}
+
+
+def newest_taken(latest, vanished):
+    """The latest request, knowing that the `vanished` staged segments were handed over."""
+    taken = [n for n in vanished if n[:8] == latest[:8] and n > latest]
+    return max(taken) if taken else latest
+
+
+def clean_as_marked(opts, entries):
+    """Clean the archive up to the newest restart file the shell front end left as a marker when
+    it handed over a staged segment with --cleanup; then drop those markers."""
+    marks = [n for n in entries if n.startswith(CLEANUP_MARK)]
+    if not marks:
+        return
+    cleanup(opts["archive"], max((m[len(CLEANUP_MARK) :] for m in marks), key=lambda n: n[8:]))
+    remove_files(opts["staging"], marks)
 
 
 def window(latest, count, segment_size):
@@ -520,25 +549,38 @@ def prefetch(opts):
         for leftover in posix.listdir(staging):  # temporary files of a prefetcher that died
             if leftover.endswith(".tmp"):
                 remove_files(staging, [leftover])
-        latest, since = None, time.monotonic()
+        requested = latest = None
+        since = cleaned = time.monotonic()
+        kept = set()  # the staged segments left in place at the last look
         while in_recovery(datadir):
             posix.utime(lock)
-            now_latest = read_latest(staging)
-            if now_latest is None:
+            noted = read_latest(staging)
+            if noted is None:
                 break
-            if now_latest != latest:
-                latest, since = now_latest, time.monotonic()
+            entries = listing(staging)
+            staged = {n for n in entries if is_segment_name(n)}
+            if noted != requested:  # a request the Python command served (or a new timeline)
+                newest = requested = noted
+            else:  # staged segments that vanished were handed over by the shell front end
+                newest = newest_taken(latest, kept - staged)
+            if newest != latest:
+                latest, since = newest, time.monotonic()
+            if time.monotonic() - cleaned > CLEANUP_EVERY_S:
+                clean_as_marked(opts, entries)
+                cleaned = time.monotonic()
             wanted = window(latest, count, size)
-            staged = staged_names(staging)
             remove_files(staging, staged - set(wanted))
+            kept = staged & set(wanted)
             todo = next((n for n in wanted if n not in staged), None)
             ready = todo and file_size(join(opts["archive"], todo)) == size
             if ready and room_for(staging, size, count) and stage(opts, todo):
+                kept.add(todo)
                 continue
-            if not staged & set(wanted) or time.monotonic() - since > LINGER_S:
+            if not kept or time.monotonic() - since > LINGER_S:
                 break
             time.sleep(POLL_S)
         remove_files(staging, staged_names(staging))
+        clean_as_marked(opts, listing(staging))
     finally:
         remove_files(staging, [LOCK])
 

@@ -81,7 +81,7 @@ def test_standby_mode_settings_use_cleanup_and_a_non_waiting_restore_command():
     cfg = config.validate(**good())
     settings = backup.recovery_settings(cfg, 15)
     restore = shlex.split(settings["restore_command"])
-    assert restore[:3] == ["/usr/bin/python3", "-I", "-S"]
+    assert restore[:2] == ["/bin/sh", str(cfg.standby_tools_dir / "runbook-restore-wal")]
     assert "--wait" not in restore and "--trigger" not in restore
     assert restore[-3:] == ["%f", "%p", "%r"]
     assert restore[restore.index("--archive") + 1] == "/srv/wal archive"  # quoted for the shell

@@ -18,6 +18,7 @@ from runbook_lib.standby.machines import check_ssh_target, host_for, machine
 MODES = ("standby", "pg_standby")
 TOOLS_DIRNAME = "runbook-tools"
 RESTORE_SCRIPT = "runbook-restore-wal.py"
+RESTORE_FRONT = "runbook-restore-wal"  # the restore_command: hands staged segments over in sh
 ARCHIVE_SCRIPT = "runbook-archive-wal.py"
 SCHEMA = "runbook_standby"  # heartbeat and failover marker tables on the primary
 

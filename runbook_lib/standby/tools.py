@@ -11,7 +11,12 @@ from runbook_lib import wal_archive, wal_restore
 from runbook_lib.cluster import server_os_user
 from runbook_lib.errors import PreconditionError
 from runbook_lib.host import LocalHost, display_command
-from runbook_lib.standby.config import ARCHIVE_SCRIPT, RESTORE_SCRIPT, StandbyConfig
+from runbook_lib.standby.config import (
+    ARCHIVE_SCRIPT,
+    RESTORE_FRONT,
+    RESTORE_SCRIPT,
+    StandbyConfig,
+)
 from runbook_lib.standby.machines import pg_program
 
 RESTORE_SLEEP_S = 0.1  # pg_standby mode: how often the waiting restore command looks again
@@ -34,6 +39,9 @@ COMMANDS = {
     RESTORE_SCRIPT: ("runbook-restore-wal", "runbook_wal_restore", wal_restore),
     ARCHIVE_SCRIPT: ("runbook-archive-wal", "runbook_wal_archive", wal_archive),
 }
+# The restore command's front door, a POSIX shell script: during a catch-up most requests are for
+# a segment already staged, which it hands over without the ~6 ms start of a Python interpreter.
+RESTORE_FRONT_SOURCE = Path(wal_restore.__file__).with_name("wal_restore_front.sh")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class InstalledTools:
     @property
     def restore_script(self) -> PurePosixPath:
         return self.directory / RESTORE_SCRIPT
+
+    @property
+    def restore_front(self) -> PurePosixPath:
+        return self.directory / RESTORE_FRONT
 
     @property
     def archive_script(self) -> PurePosixPath:
@@ -80,7 +92,22 @@ def tool_files(directory: PurePosixPath, python: str) -> list[ToolFile]:
                 f"{command} launcher: `{python} -I -S` running {module_name}.main()",
             )
         )
+    files.append(
+        ToolFile(
+            directory / RESTORE_FRONT,
+            restore_front_text(directory, python),
+            0o755,
+            "runbook-restore-wal, the restore_command: hands over staged segments, "
+            f"else runs {RESTORE_SCRIPT}",
+        )
+    )
     return files
+
+
+def restore_front_text(directory: PurePosixPath, python: str) -> str:
+    text = RESTORE_FRONT_SOURCE.read_text()
+    text = text.replace("@SERVER_PYTHON@", shlex.quote(python))
+    return text.replace("@PYTHON_COMMAND@", shlex.quote(str(directory / RESTORE_SCRIPT)))
 
 
 def compile_argv(python: str, directory: PurePosixPath) -> list[str]:
@@ -180,8 +207,7 @@ def restore_command(cfg: StandbyConfig, tools_dir: PurePosixPath) -> str:
     if not cfg.archive_on_standby_side:  # the archive on a machine of its own: fetch over SSH
         argv = [*_archive_program(cfg, tools_dir), str(cfg.archive_dir), *_over_ssh(cfg, tools_dir)]
         return _conf_string([*argv, "--fetch", "%f", "%p"])
-    argv = [cfg.server_python, "-I", "-S", str(tools_dir / RESTORE_SCRIPT)]
-    argv += ["--archive", str(cfg.archive_dir)]
+    argv = ["/bin/sh", str(tools_dir / RESTORE_FRONT), "--archive", str(cfg.archive_dir)]
     if cfg.waiting:
         argv += ["--wait", "--sleep", str(RESTORE_SLEEP_S), "--trigger", str(cfg.trigger_file)]
         if cfg.archive_cleanup:
