@@ -52,9 +52,21 @@ CATCH_UP_TARGET = 1.0
 
 
 def restore_argv(tools: Path, archive: Path, *extra: str) -> list[str]:
-    """The restore command as runbook_lib.standby.tools writes restore_command."""
+    """The restore command as runbook_lib.standby.tools writes restore_command: the shell front
+    door, which hands over staged segments itself and runs the Python command for the rest."""
+    installed = install_tools(LOCAL, PurePosixPath(tools), SERVER_PYTHON).restore_front
+    return ["/bin/sh", str(installed), "--archive", str(archive), *extra]
+
+
+def python_argv(tools: Path, archive: Path, *extra: str) -> list[str]:
+    """The Python command behind the front door, run directly."""
     installed = install_tools(LOCAL, PurePosixPath(tools), SERVER_PYTHON).restore_script
     return [SERVER_PYTHON, "-I", "-S", str(installed), "--archive", str(archive), *extra]
+
+
+def as_server_runs_it(argv: list[str]) -> list[str]:
+    """PostgreSQL runs restore_command (cp included) through `sh -c`."""
+    return ["/bin/sh", "-c", shlex.join(argv)]
 
 
 def variants(archive: Path, dest: Path, tools: Path) -> dict[str, list[str]]:
@@ -63,6 +75,12 @@ def variants(archive: Path, dest: Path, tools: Path) -> dict[str, list[str]]:
     found = {
         "cp": ["cp", str(archive / SEGMENT), str(dest)],
         "restore (standby mode)": [*script, SEGMENT, str(dest), SEGMENT],
+        "restore, Python command directly": [
+            *python_argv(tools, archive),
+            SEGMENT,
+            str(dest),
+            SEGMENT,
+        ],  # fmt: skip
         "restore --wait (pg_standby mode)": [*script, "--wait", SEGMENT, str(dest), SEGMENT],
         "restore, uncompiled single file": [*source, SEGMENT, str(dest), SEGMENT],
         "bare python3 -I -S": [SERVER_PYTHON, "-I", "-S", "-c", "pass"],
@@ -91,12 +109,12 @@ def one_segment(work: Path, rounds: int) -> float:
     for _ in range(3):  # warm the page cache and the interpreters
         for argv in cmds.values():
             dest.unlink(missing_ok=True)
-            LOCAL.run(argv)
+            LOCAL.run(as_server_runs_it(argv))
     for _ in range(rounds):
         for name, argv in cmds.items():
             dest.unlink(missing_ok=True)
             started = time.perf_counter()
-            LOCAL.run(argv)
+            LOCAL.run(as_server_runs_it(argv))
             times[name].append(time.perf_counter() - started)
             if not name.startswith("bare"):
                 assert dest.stat().st_size == SEGMENT_SIZE, name
@@ -131,7 +149,7 @@ def catch_up_once(argv_for, names: list[str], datadir: Path) -> float:
     dest = pg_wal / "RECOVERYXLOG"
     started = time.perf_counter()
     for name in names:
-        subprocess.run(argv_for(name, dest), check=True)
+        subprocess.run(as_server_runs_it(argv_for(name, dest)), check=True)
         dest.unlink()  # the server renames it into place and recycles it later
     return time.perf_counter() - started
 
