@@ -2,17 +2,21 @@
 
     .venv/bin/python bench/restore_wal_bench.py [--rounds 40] [--segments 200] [--parts 1,2,3]
 
+Every command runs as the server runs restore_command, through `sh -c` (`cp` too).
+
 1. One segment: each round copies one segment from a fake archive into a fresh destination with:
-   `cp`, the restore command as the runbook installs it and the server runs it (the launcher
-   importing the precompiled module, command line from runbook_lib.standby.tools), the same in
-   pg_standby mode (`--wait`, file present), the module file run directly (compiled at every
-   call), the package's console script (a venv interpreter importing site-packages), and a bare
-   `python3 -I -S -c pass` (the floor for any Python process).
+   `cp`, the restore command as the runbook installs it and the server runs it (the shell front
+   door, which starts the Python launcher importing the precompiled module: nothing is staged
+   here), the Python launcher directly, the same in pg_standby mode (`--wait`, file present), the
+   module file run directly (compiled at every call), the package's console script (a venv
+   interpreter importing site-packages), and a bare `python3 -I -S -c pass` (the floor for any
+   Python process).
    Rounds interleave the variants; medians are reported with ratios to `cp`.
 2. Catch-up: --segments consecutive segments in the archive, requested one after the other into a
    data directory in recovery (standby.signal), as a standby catching up on a backlog does:
-   `cp`, the restore command (staging the next segments in the background), and the same with
-   --prefetch 0 (copying every segment in the foreground, as before issue 14). Totals, best of 3.
+   `cp`, the restore command (staging the next segments in the background, the front door handing
+   them over without Python), and the same with --prefetch 0 (copying every segment in the
+   foreground, as before issue 14). Totals, best of 3.
 3. Standby replay: a primary writes --segments segments (one row and pg_switch_wal() each) into
    an archive; a standby restored from a base backup taken before replays them with
    restore_command = `cp` or the restore command, in standby and pg_standby mode. Time from
