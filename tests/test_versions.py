@@ -12,7 +12,8 @@ from test_bucardo_bootstrap import assert_same_everywhere, config_of, params_of
 from test_standby_integration import ledger_before, marker_on, start_workload, stop_workload
 
 from runbook_lib import pgbin, pgversions, standby
-from runbook_lib.bucardo import attoptions
+from runbook_lib.bucardo import attoptions, catalog
+from runbook_lib.bucardo.preflight import preflight
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import connect, server_major
 from runbook_lib.errors import ConfigurationError, PreconditionError
@@ -40,6 +41,34 @@ def summary_of(result, step: str) -> str:
 # -- the bootstrap -----------------------------------------------------------------------------
 
 
+def extension_only_on_the_source(cfg) -> str | None:
+    """An extension the source's installation has and the target's lacks (17 dropped adminpack
+    and old_snapshot), or None."""
+    query = "SELECT name FROM pg_catalog.pg_available_extensions"
+    with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
+        only_here = {r["name"] for r in src.execute(query)} - {
+            r["name"] for r in dst.execute(query)
+        }
+    preferred = [n for n in ("adminpack", "old_snapshot") if n in only_here]
+    return (preferred or sorted(only_here) or [None])[0]
+
+
+def assert_preflight_refuses_an_extension_the_target_lacks(cfg) -> None:
+    name = extension_only_on_the_source(cfg)
+    if name is None:
+        return
+    with connect(cfg.source) as src:
+        src.execute(f"CREATE EXTENSION {name}")
+    try:
+        with pytest.raises(PreconditionError, match=f"does not have: {name} .*nothing was changed"):
+            preflight(cfg)
+    finally:
+        with connect(cfg.source) as src:
+            src.execute(f"DROP EXTENSION {name}")
+    with connect(cfg.target_admin) as admin:
+        assert not catalog.database_exists(admin, cfg.pgdatabase)
+
+
 @pytest.mark.slow
 @pytest.mark.versions
 def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
@@ -50,6 +79,7 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
     assert (server_major(cfg.source), server_major(cfg.target_admin)) == (DEBIAN, pg_version)
     with connect(cfg.source) as src:  # renamed in 16 (debug_parallel_query)
         src.execute(f"ALTER DATABASE {cfg.pgdatabase} SET force_parallel_mode = off")
+    assert_preflight_refuses_an_extension_the_target_lacks(cfg)
     workload = Workload(the_lab, f"up{pg_version}")
     try:
         result = run_notebook("bucardo_bootstrap", params_of(the_lab), archive=tmp_path / "runs")
@@ -59,6 +89,10 @@ def test_bootstrap_from_15_to_a_newer_major_under_workload_loses_nothing(
     assert committed > 50, "the workload must have been writing throughout"
     assert_same_everywhere(cfg, workload.ledger)
     assert "portable hash" in summary_of(result, "verify")
+    programs = result.summary["versions"]["programs"]
+    assert programs["pg_dump"]["path"] == pgbin.client("pg_dump", [DEBIAN, pg_version])
+    assert f"(PostgreSQL) {pg_version}." in result.summary["versions"]["postgresql_client"]
+    assert programs["bucardo"]["version"] == result.summary["versions"]["bucardo"]
     servers = result.summary["versions"]["servers"]
     programs = {entry["program"] for entry in servers.values()}
     assert str(pgbin.server_bindir(pg_version) / "postgres") in programs, servers

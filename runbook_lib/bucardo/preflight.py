@@ -6,8 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import pgversions
-from runbook_lib.bucardo import attoptions, catalog, clients, ctl, roles, sequences
+from runbook_lib import pgversions, record
+from runbook_lib.bucardo import attoptions, catalog, clients, ctl, extensions, roles, sequences
 from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
@@ -225,6 +225,26 @@ def _version_checks(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
         )
 
 
+def _extension_checks(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
+    """Every extension of the source can be created on the target (the schema copy does)."""
+    with connect(cfg.source) as src, connect(cfg.target_admin) as dst:
+        used = extensions.source_extensions(src)
+        missing = extensions.missing_on_target(used, dst)
+        target_version = server_version_text(dst)
+    if missing:
+        listed = ", ".join(f"{name} {used[name]}" for name in missing)
+        raise PreconditionError(
+            f"the source database uses extensions that the target server "
+            f"{cfg.pghost2}:{cfg.pgport2} (PostgreSQL {target_version}) does not have: {listed}; "
+            "install them there (their package for that major), or drop them from the source "
+            "database if nothing uses them; nothing was changed"
+        )
+    detail = ", ".join(f"{name} {version}" for name, version in used.items())
+    checks.append(
+        {"check": "extensions", "ok": True, "detail": f"available on the target: {detail}"}
+    )
+
+
 def _conflicts_text(cfg: BootstrapConfig) -> str:
     strategy = cfg.effective_conflict_strategy
     names = strategy.split()
@@ -248,6 +268,7 @@ def _bucardo_host(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> None:
         ) from exc
     except RunbookError as exc:
         raise type(exc)(f"Bucardo's host: {exc}; nothing was changed") from exc
+    record.record_program("bucardo", program, version.strip(), host=bucardo.host.name)
     checks.append(
         {
             "check": "bucardo program",
@@ -280,6 +301,7 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
     _control(cfg, checks)
     target = _target_state(cfg, checks)
     _version_checks(cfg, checks)
+    _extension_checks(cfg, checks)
     if selection.excluded:
         checks.append(
             {
