@@ -109,26 +109,34 @@ def _version_of(argv: list[str]) -> str | None:
 
 
 def _versions(notebook: Path, run_dir: Path) -> dict[str, Any]:
+    """Versions of what the run used: the programs its steps chose (programs.json) where they
+    recorded them, else the defaults found here."""
     import papermill
 
+    programs = record.read_json(run_dir / "programs.json", {})
+    client = next((programs[n] for n in ("pg_dump", "pg_basebackup") if n in programs), None)
+    versions: dict[str, Any] = {
+        "runbook_lib": __version__,
+        "python": platform.python_version(),
+        "papermill": papermill.__version__,
+        "postgresql_client": client["version"] if client else _default_client_version(),
+        "servers": record.read_json(run_dir / "servers.json", {}),
+        "programs": programs,
+    }
+    if "bucardo" in notebook.read_text():
+        recorded = programs.get("bucardo") or {"version": _version_of(["bucardo", "--version"])}
+        versions["bucardo"] = recorded["version"]
+    return versions
+
+
+def _default_client_version() -> str | None:
     from runbook_lib import pgbin
 
     try:
         pg_dump = pgbin.program("pg_dump")
     except RunbookError:
         pg_dump = "pg_dump"
-    versions: dict[str, Any] = {
-        "runbook_lib": __version__,
-        "python": platform.python_version(),
-        "papermill": papermill.__version__,
-        "postgresql_client": _version_of([pg_dump, "--version"]),
-        "servers": json.loads((run_dir / "servers.json").read_text())
-        if (run_dir / "servers.json").exists()
-        else {},
-    }
-    if "bucardo" in notebook.read_text():
-        versions["bucardo"] = _version_of(["bucardo", "--version"])
-    return versions
+    return _version_of([pg_dump, "--version"])
 
 
 def _git_commit() -> str | None:

@@ -77,15 +77,22 @@ def bindir() -> Path:
 
 
 @functools.cache
-def program_major(path: str) -> int | None:
-    """The major version a PostgreSQL program reports with --version (None if it does not)."""
+def version_text(path: str) -> str | None:
+    """What a program says with --version (its first line), or None."""
     try:
         out = subprocess.run(
             [path, "--version"], capture_output=True, text=True, timeout=20, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = re.search(r"\(PostgreSQL\) (\d+)", out.stdout)
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if out.returncode == 0 and lines else None
+
+
+@functools.cache
+def program_major(path: str) -> int | None:
+    """The major version a PostgreSQL program reports with --version (None if it does not)."""
+    found = re.search(r"\(PostgreSQL\) (\d+)", version_text(path) or "")
     return int(found.group(1)) if found else None
 
 

@@ -62,6 +62,20 @@ def record_server_version(label: str, version: str, program: str | None = None) 
         write_json(path, servers)
 
 
+def record_program(role: str, path: str, version: str | None, host: str = "local") -> None:
+    """Remember a program a step chose to run (pg_dump of the newer major, Bucardo on its
+    control host...): programs.json, which the run's summary reports."""
+    where = run_dir()
+    if where is None:
+        return
+    path_json = where / "programs.json"
+    programs = read_json(path_json, {})
+    entry = {"path": path, "version": version, "host": host}
+    if programs.get(role) != entry:
+        programs[role] = entry
+        write_json(path_json, programs)
+
+
 def record_steps(states: list[dict[str, Any]]) -> None:
     """steps.json; in an interactive run also the steps in summary.json, as they change."""
     where = run_dir()

@@ -147,6 +147,9 @@ def test_standby_fails_over_without_losing_commits(lab_factory, tmp_path, pg_ver
         stop_workload(workload)
     assert [s["status"] for s in result.summary["steps"]] == ["done"] * len(standby.STEPS)
     assert server_major(cfg.standby()) == pg_version
+    basebackup = result.summary["versions"]["programs"]["pg_basebackup"]
+    assert f"(PostgreSQL) {pg_version}." in basebackup["version"], basebackup
+    assert result.summary["versions"]["postgresql_client"] == basebackup["version"]
     marker = marker_on(cfg)
     assert marker is not None
     checked = ledger_before(ledger, marker["written_at"], tmp_path / "before.jsonl")

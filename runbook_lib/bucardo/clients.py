@@ -3,7 +3,7 @@ so that a bootstrap from an older to a newer major version dumps with the newer 
 
 from __future__ import annotations
 
-from runbook_lib import pgbin
+from runbook_lib import pgbin, record
 from runbook_lib.bucardo.config import BootstrapConfig
 from runbook_lib.connection import server_major
 
@@ -14,4 +14,7 @@ def majors(cfg: BootstrapConfig) -> tuple[int, int]:
 
 
 def client(cfg: BootstrapConfig, name: str) -> str:
-    return pgbin.client(name, majors(cfg))
+    """The program's path, noted in the run's record."""
+    path = pgbin.client(name, majors(cfg))
+    record.record_program(name, path, pgbin.version_text(path))
+    return path

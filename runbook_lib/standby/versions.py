@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runbook_lib import pgbin, pgversions
+from runbook_lib import pgbin, pgversions, record
 from runbook_lib.cluster import server_os_user
 from runbook_lib.connection import server_major
 from runbook_lib.errors import RunbookError
@@ -43,9 +43,15 @@ def standby_bindir(cfg: StandbyConfig) -> Path:
 def pg_basebackup(cfg: StandbyConfig) -> str:
     """pg_basebackup at least as new as the primary, on the standby's machine (there, the
     primary's own major version)."""
-    if cfg.standby_os_host is LOCAL:
-        return pgbin.client("pg_basebackup", [primary_major(cfg)])
-    return machines.pg_program(cfg.standby_os_host, "pg_basebackup", primary_major(cfg))
+    host = cfg.standby_os_host
+    if host is LOCAL:
+        path = pgbin.client("pg_basebackup", [primary_major(cfg)])
+        version = pgbin.version_text(path)
+    else:
+        path = machines.pg_program(host, "pg_basebackup", primary_major(cfg))
+        version = host.run([path, "--version"], check=False).stdout.strip() or None
+    record.record_program("pg_basebackup", path, version, host=host.name)
+    return path
 
 
 def mismatch(cfg: StandbyConfig) -> str | None:
