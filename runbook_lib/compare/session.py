@@ -7,6 +7,7 @@ from datetime import datetime
 
 import psycopg
 
+from runbook_lib import pgversions
 from runbook_lib.connection import Endpoint, connect
 
 APPLICATION_NAME = "runbook compare"
@@ -45,6 +46,7 @@ def open_side(label: str, endpoint: Endpoint) -> Side:
     """Connect (PreconditionError when impossible) and pin the session settings."""
     conn = connect(endpoint, application_name=APPLICATION_NAME)
     try:
+        major = pgversions.require_supported(conn.info.server_version, f"{label} {endpoint}")
         conn.execute(
             "SELECT pg_catalog.set_config(name, value, false) "
             "FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
@@ -53,7 +55,7 @@ def open_side(label: str, endpoint: Endpoint) -> Side:
     except BaseException:
         conn.close()
         raise
-    return Side(label, endpoint, conn, int(conn.info.server_version) // 10000)
+    return Side(label, endpoint, conn, major)
 
 
 def open_sides(labels: tuple[str, str], a: Endpoint, b: Endpoint) -> tuple[Side, Side]:
