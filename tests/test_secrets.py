@@ -125,6 +125,16 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
     )
     assert refused.returncode != 0 and "password" in refused.stderr
     archive = tmp_path / "runs"
+    result, sampler = _sampled_run(the_lab, notebook, env, archive, tmp_path)
+    _assert_nothing_leaked(result, sampler, archive, the_lab, notebook)
+    if notebook == "bucardo_bootstrap":  # then retire it, as after an upgrade
+        archive = tmp_path / "retire-runs"
+        result, sampler = _sampled_run(the_lab, "bucardo_retire", env, archive, tmp_path)
+        _assert_nothing_leaked(result, sampler, archive, the_lab, "bucardo_retire")
+
+
+def _sampled_run(the_lab, notebook, env, archive, tmp_path):
+    """`runbook run NOTEBOOK` with the lab's parameters, every command line sampled meanwhile."""
     ours = f"RUNBOOK_RUN_DIR={archive.absolute()}/"
     with CommandLineSampler(ours, the_lab.server_dir) as sampler:
         result = subprocess.run(
@@ -145,6 +155,10 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
             cwd=tmp_path,
             timeout=900,
         )
+    return result, sampler
+
+
+def _assert_nothing_leaked(result, sampler, archive, the_lab, notebook) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert sampler.samples > 10
     forms = _forms(PASSWORD)
@@ -162,7 +176,7 @@ def test_run_against_password_servers_never_records_or_shows_the_password(
             continue
         assert not any(f in text for f in forms), f"password found in {path}"
     assert PASSWORD not in result.stdout + result.stderr
-    server = "control" if notebook == "bucardo_bootstrap" else "primary"
+    server = "primary" if notebook == "warm_standby" else "control"
     assert "statement: " in (the_lab.logs_dir / f"{server}.log").read_text()
     assert_owner_only(archive, the_lab)
     assert_no_root_daemon(sampler, notebook)
