@@ -18,7 +18,13 @@ import pytest
 import yaml
 from loads import Pgbench, Workload, pgbench_init
 
-from runbook_lib.bucardo import retire, retire_leftovers, retire_preflight, retire_state
+from runbook_lib.bucardo import (
+    retire,
+    retire_leftovers,
+    retire_preflight,
+    retire_state,
+    settled,
+)
 from runbook_lib.bucardo.ctl import BucardoCtl
 from runbook_lib.bucardo.retire_config import validate_retire_parameters
 from runbook_lib.compare.result import DataMismatch
@@ -32,6 +38,8 @@ from runbook_lib.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 RETIRED_QUIET_S = retire_preflight.QUIET_S + 1
+BIG_SCALE = 3  # pgbench_accounts: 300,000 rows, more keys than the proof holds in memory
+BATCH_JOB_KEYS = settled.MAX_SUSPECTS + 50_000
 
 
 def params_of(the_lab: lab_module.Lab, **overrides) -> dict:
@@ -61,7 +69,7 @@ def replication_intact(cfg: retire.RetireConfig) -> None:
 @pytest.fixture(scope="module")
 def bootstrapped(lab_factory, tmp_path_factory) -> Iterator[tuple]:
     the_lab = lab_factory("bucardo-retire")
-    pgbench_init(the_lab.endpoint("here", "widgets"), scale=1)
+    pgbench_init(the_lab.endpoint("here", "widgets"), scale=BIG_SCALE)
     workload = Workload(the_lab, "retire", rate=50)  # writes to `here`, which stays
     archive = tmp_path_factory.mktemp("runs")
     try:
@@ -201,6 +209,20 @@ def _changed_behind_bucardos_back(ep) -> Iterator[None]:
             conn.execute(change, [row["capacity"], row["bin_id"]])
 
 
+@contextmanager
+def _account_added_behind_bucardos_back(ep) -> Iterator[None]:
+    """A row of the retired copy's pgbench_accounts that no key changed since the stop covers
+    (pgbench's aids end at 100,000 per scale), removed again afterwards."""
+    aid = 100_000 * BIG_SCALE + 1
+    with connect(ep) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("INSERT INTO public.pgbench_accounts VALUES (%s, 1, 0, '')", [aid])
+        try:
+            yield
+        finally:
+            conn.execute("DELETE FROM public.pgbench_accounts WHERE aid = %s", [aid])
+
+
 def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp_path) -> None:
     for step in ("preflight", "verify"):
         retire.make_runbook(cfg).run(step)
@@ -209,10 +231,22 @@ def _retire_cut_off_twice(the_lab: lab_module.Lab, cfg: retire.RetireConfig, tmp
     runbook = retire.make_runbook(cfg)  # a new session
     for step in ("preflight", "verify", "stop"):
         runbook.run(step)
+    with connect(cfg.kept) as conn:  # a batch job after the stop: more keys than held in memory
+        conn.execute(
+            "UPDATE public.pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %s",
+            [BATCH_JOB_KEYS],
+        )
     with _changed_behind_bucardos_back(cfg.retired), pytest.raises(DataMismatch, match="bins"):
         runbook.run("proof")
-    result = runbook.run("proof")  # the row is as it was again: proven
+    with (
+        _account_added_behind_bucardos_back(cfg.retired),
+        pytest.raises(DataMismatch, match="pgbench_accounts"),
+    ):
+        runbook.run("proof")
+    result = runbook.run("proof")  # the rows are as they were again: proven
     assert "except" in result.summary and "changed on here since" in result.summary
+    changed = int(result.summary.split("except ")[1].split(" keys")[0])
+    assert changed >= BATCH_JOB_KEYS, result.summary
     killed = _kill_run_mid_removal(the_lab, cfg, tmp_path)
     assert "proof at the stop: already done" in (killed / "notebook.ipynb").read_text()
     assert leftovers(cfg)["here"]["triggers"], "the kill left work to finish"
