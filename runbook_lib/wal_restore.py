@@ -400,13 +400,25 @@ def live_prefetcher(staging):
         return None
     if age > STALE_LOCK_S or pid <= 0:
         return None
+    return pid if alive(pid) else None
+
+
+def alive(pid):
+    """The process exists and is not a zombie (a killed prefetcher stays one until whoever
+    adopted it reaps it, which some init processes never do)."""
     try:
         posix.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:
-        return pid
-    return pid
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(512)
+    except OSError:
+        return True  # no /proc to ask: kill() said it exists
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
 
 
 def take_lock(staging):

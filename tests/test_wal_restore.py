@@ -497,3 +497,29 @@ def test_a_segment_being_staged_is_waited_for_not_copied_twice(dirs):
     assert "(staged)" in result.stderr
     assert (pg_wal / "R").read_bytes() == (archive / seg_name(5)).read_bytes()
     assert staged(pg_wal) == set()
+
+
+def test_a_killed_prefetcher_left_a_zombie_is_not_waited_for(dirs):
+    """A prefetcher killed mid-copy leaves its lock and temporary file; until whoever adopted it
+    reaps it, it is a zombie, which kill(pid, 0) still finds: it counts as gone, so the request
+    copies the segment at once instead of waiting for a copy that never ends."""
+    archive, pg_wal = dirs
+    archive_segments(archive, [5])
+    staging = pg_wal / STAGING
+    staging.mkdir()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        (staging / "prefetch.pid").write_text(str(pid))
+        (staging / f".{seg_name(5)}.{pid}.tmp").write_bytes(b"half a copy")
+        assert wal_restore.live_prefetcher(str(staging)) is None
+        result = restore(*opts(archive), seg_name(5), pg_wal / "R")
+        assert result.returncode == 0, result.stderr
+        assert (pg_wal / "R").read_bytes() == (archive / seg_name(5)).read_bytes()
+    finally:
+        os.waitpid(pid, 0)
+    assert wal_restore.live_prefetcher(str(staging)) is None
+    (staging / "prefetch.pid").write_text(str(os.getpid()))
+    assert wal_restore.live_prefetcher(str(staging)) == os.getpid()
