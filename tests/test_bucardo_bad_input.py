@@ -132,6 +132,25 @@ def test_refused_password_is_refused(bad_lab, monkeypatch, tmp_path):
             conn.execute("DROP ROLE pw_admin")
 
 
+def test_a_pgsuperuser_that_is_no_superuser_is_refused(bad_lab, monkeypatch, tmp_path):
+    with connect(bad_lab.endpoint("here")) as conn:
+        conn.execute("CREATE ROLE app_owner LOGIN CREATEDB PASSWORD 'its-own'")
+    try:
+        passfile = tmp_path / "pgpass"
+        passfile.write_text("127.0.0.1:*:*:app_owner:its-own\n" + bad_lab.passfile.read_text())
+        passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(passfile))
+        assert_refused(
+            bad_lab,
+            params_of(bad_lab, pgsuperuser="app_owner"),
+            PreconditionError,
+            "source \\(here\\): app_owner is not a superuser.*session_replication_role",
+        )
+    finally:
+        with connect(bad_lab.endpoint("here")) as conn:
+            conn.execute("DROP ROLE app_owner")
+
+
 def test_missing_bucardo_is_refused(bad_lab, monkeypatch):
     monkeypatch.setenv("BUCARDO_PROGRAM", "/nonexistent/bucardo")
     assert_refused(bad_lab, params_of(bad_lab), PreconditionError, "bucardo program was not found")

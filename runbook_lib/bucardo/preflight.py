@@ -6,36 +6,14 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import pgversions, record
+from runbook_lib import record
 from runbook_lib.bucardo import attoptions, catalog, clients, ctl, extensions, roles, sequences
 from runbook_lib.bucardo.config import OBJECT_NAME, BootstrapConfig
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.selection import TableSelection, select_tables
-from runbook_lib.connection import Endpoint, connect, server_version_num, server_version_text
+from runbook_lib.bucardo.superuser import check_server
+from runbook_lib.connection import connect, server_version_text
 from runbook_lib.errors import CommandFailed, ConfigurationError, PreconditionError, RunbookError
-
-
-def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> int:
-    try:
-        with connect(ep, application_name="runbook_bucardo_preflight") as conn:
-            version = server_version_num(conn)
-            version_text = server_version_text(conn)
-            su = conn.execute(
-                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
-            ).fetchone()["rolsuper"]
-    except PreconditionError as exc:
-        raise PreconditionError(f"{label}: {exc}; nothing was changed") from exc
-    checks.append(
-        {"check": f"{label} reachable", "ok": True, "detail": f"{ep}, PostgreSQL {version_text}"}
-    )
-    pgversions.require_supported(version, f"{label} {ep}")
-    if not su:
-        raise PreconditionError(
-            f"{label}: {ep.user} is not a superuser on {ep.host}:{ep.port}; Bucardo's triggers and "
-            "session_replication_role need one: use a superuser as pgsuperuser; nothing was changed"
-        )
-    checks.append({"check": f"{label} superuser", "ok": True, "detail": ep.user})
-    return version
 
 
 def _target_state(cfg: BootstrapConfig, checks: list[dict[str, Any]]) -> str:
@@ -282,8 +260,9 @@ def preflight(cfg: BootstrapConfig) -> StepResult:
     """Check both servers, Bucardo, the tables and the target; raise before anything changes."""
     checks: list[dict[str, Any]] = []
     _bucardo_host(cfg, checks)
-    _server(cfg.source, "source (here)", checks)
-    _server(cfg.target_admin, "target (there)", checks)
+    needs = "Bucardo's triggers and session_replication_role"
+    for ep, label in ((cfg.source, "source (here)"), (cfg.target_admin, "target (there)")):
+        check_server(ep, label, needs, checks, "runbook_bucardo_preflight")
     with (
         connect(cfg.source, application_name="runbook_bucardo_preflight") as src,
         connect(cfg.target_admin, application_name="runbook_bucardo_preflight") as dst,

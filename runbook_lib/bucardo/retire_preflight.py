@@ -22,29 +22,12 @@ from runbook_lib.bucardo.objects import MARKER_TABLE
 from runbook_lib.bucardo.result import StepResult
 from runbook_lib.bucardo.retire_config import RetireConfig
 from runbook_lib.bucardo.retire_sequences import sequence_table
-from runbook_lib.connection import Endpoint, connect, server_version_text
+from runbook_lib.bucardo.superuser import NOTHING, check_server
+from runbook_lib.connection import connect
 from runbook_lib.errors import ConfigurationError, PreconditionError, WaitTimeout
 
 QUIET_S = 5  # the retired database must have taken no application write for this long
 CAUGHT_UP_WAIT_S = 60.0
-NOTHING = "nothing was changed"
-
-
-def _server(ep: Endpoint, label: str, checks: list[dict[str, Any]]) -> None:
-    try:
-        with connect(ep, application_name="runbook_bucardo_retire") as conn:
-            version = server_version_text(conn)
-            su = conn.execute(
-                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
-            ).fetchone()["rolsuper"]
-    except PreconditionError as exc:
-        raise PreconditionError(f"{label}: {exc}; {NOTHING}") from exc
-    if not su:
-        raise PreconditionError(
-            f"{label}: {ep.user} is not a superuser on {ep.host}:{ep.port}; dropping Bucardo's "
-            f"triggers and schema needs one; {NOTHING}"
-        )
-    checks.append({"check": label, "ok": True, "detail": f"{ep}, PostgreSQL {version}"})
 
 
 def _control(
@@ -200,8 +183,12 @@ def preflight(cfg: RetireConfig) -> StepResult:
         raise PreconditionError(
             f"the bucardo program was not found (PATH or $BUCARDO_PROGRAM); {NOTHING}"
         )
-    _server(cfg.kept, f"{cfg.kept_name} (stays)", checks)
-    _server(cfg.retired, f"{cfg.retired_name} (goes)", checks)
+    needs = "dropping Bucardo's triggers and schema"
+    for ep, label in (
+        (cfg.kept, f"{cfg.kept_name} (stays)"),
+        (cfg.retired, f"{cfg.retired_name} (goes)"),
+    ):
+        check_server(ep, label, needs, checks, "runbook_bucardo_retire")
     control, others = _control(cfg, checks)
     record = retire_state.read(cfg)
     if not record and "sync" not in control:
