@@ -93,15 +93,28 @@ def connect(endpoint: Endpoint, *, application_name: str = "runbook_lib") -> psy
     return conn
 
 
+_REMOTE_PROGRAMS: dict[str, str | None] = {}  # host:port:version -> what the server said
+
+
 def server_program(endpoint: Endpoint, conn: psycopg.Connection) -> str | None:
-    """The postgres binary serving conn, for a server on this machine whose processes we may
-    inspect (root, or our own); None otherwise."""
-    if endpoint.host not in ("127.0.0.1", "localhost", "::1"):
-        return None
-    try:
-        return os.readlink(f"/proc/{conn.info.backend_pid}/exe")
-    except OSError:
-        return None
+    """The postgres binary serving conn: on this machine, the backend's own executable (when we
+    may inspect its process); elsewhere, the BINDIR the server reports in pg_config (superusers
+    only, asked once per server); None when neither can be read."""
+    if endpoint.host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            return os.readlink(f"/proc/{conn.info.backend_pid}/exe")
+        except OSError:
+            return None
+    where = f"{endpoint.host}:{endpoint.port}:{conn.info.server_version}"
+    if where not in _REMOTE_PROGRAMS:
+        try:
+            row = conn.execute(
+                "SELECT setting FROM pg_catalog.pg_config WHERE name = 'BINDIR'"
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            row = None
+        _REMOTE_PROGRAMS[where] = f"{row['setting']}/postgres" if row else None
+    return _REMOTE_PROGRAMS[where]
 
 
 def server_version_num(conn: psycopg.Connection) -> int:

@@ -217,6 +217,10 @@ def test_notebook_across_hosts_survives_a_cut_archive_host_and_fails_over_withou
         assert workload.poll() is None, (tmp_path / "workload.log").read_text()
     finally:
         stop_workload(workload)
+    servers = final.summary["versions"]["servers"]  # at the hosts' own addresses
+    assert servers and all(
+        entry["program"] == "/usr/lib/postgresql/15/bin/postgres" for entry in servers.values()
+    ), servers
     drill = [s for s in final.summary["steps"] if s["step"] == "failover_drill"]
     assert drill[0]["status"] == "done"
     marker = marker_on(cfg)
