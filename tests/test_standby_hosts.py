@@ -1,7 +1,8 @@
 """The warm standby with primary, standby and archive each on its own network host (the hosts
 lab: namespaces, real sshd, PostgreSQL over SSH), the notebook in the root namespace: preflight
 refusals that change nothing, the notebook end to end under the lab workload, the archive's host
-cut for 30 s under load and healed, and a failover drill that proves no commit was lost."""
+cut for 30 s under load and healed, then the standby's for 15 s, and a failover drill that
+proves no commit was lost."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ from runbook_lib.lab import hosts_lab as hosts_lab_module
 from runbook_lib.lab.host_parameters import warm_standby_parameters
 from runbook_lib.lab.hosts_lab import HostsLab
 from runbook_lib.lab.workload import verify_ledger
-from runbook_lib.standby.archiving import archiver_stats, segment_archived
+from runbook_lib.standby.archiving import (
+    archiver_stats,
+    segment_archived,
+    switch_and_wait_archived,
+)
 from runbook_lib.standby.tools import install_tools
 from runbook_lib.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 CUT_S = 30
+STANDBY_CUT_S = 15
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +200,34 @@ def cut_archive_host_under_load(lab: HostsLab, cfg: standby.StandbyConfig) -> No
     )
 
 
+def cut_standby_host_under_load(lab: HostsLab, cfg: standby.StandbyConfig) -> None:
+    """15 s without the standby's host: the primary keeps archiving (the archive has a host of
+    its own), the status report names the machine that does not answer, and a marker archived
+    meanwhile reaches the standby once the link is back."""
+    hosts_lab_module.cut(lab.root, "standby")
+    cut_at = time.monotonic()
+    try:
+        with connect(cfg.primary()) as conn:
+            token = f"standby-cut-{time.time_ns()}"
+            conn.execute(
+                "INSERT INTO runbook_standby.failover_marker (token, note) VALUES (%s, %s)",
+                [token, "written while the standby's host was cut off"],
+            )
+            switch_and_wait_archived(conn)
+        health = standby.status(cfg, observe_s=1)
+        assert any("did not answer" in p for p in health.problems), health.problems
+        time.sleep(max(0.0, STANDBY_CUT_S - (time.monotonic() - cut_at)))
+    finally:
+        hosts_lab_module.heal(lab.root, "standby")
+    wait_until(
+        lambda: marker_replayed(cfg, token),
+        what=f"the standby to replay the marker {token} archived during its cut",
+        timeout_s=120,
+    )
+
+
 @pytest.mark.slow
-def test_notebook_across_hosts_survives_a_cut_archive_host_and_fails_over_without_loss(
+def test_notebook_across_hosts_survives_cut_archive_and_standby_hosts_and_fails_over_losslessly(
     lab, tmp_path
 ):
     cfg = standby.validate(**values(lab, failover_drill=False))
@@ -212,6 +244,7 @@ def test_notebook_across_hosts_survives_a_cut_archive_host_and_fails_over_withou
         assert not Path(cfg.standby_datadir).exists(), "nothing of it on this machine"
 
         cut_archive_host_under_load(lab, cfg)
+        cut_standby_host_under_load(lab, cfg)
 
         final = run_notebook("warm_standby", values(lab, failover_drill=True), archive=tmp_path)
         assert workload.poll() is None, (tmp_path / "workload.log").read_text()
