@@ -11,29 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
+from test_wal_restore import SEG, STAGING, names, seg_name, wait_for
 
 from runbook_lib.cluster import server_os_user
 from runbook_lib.host import LOCAL, CommandResult
 from runbook_lib.standby.tools import install_tools
-
-SEG = 8192
-STAGING = "runbook-restore-staging"
-
-
-def seg_name(number: int, timeline: int = 1) -> str:
-    return f"{timeline:08X}{0:08X}{number:08X}"
-
-
-def names(numbers, timeline: int = 1) -> set[str]:
-    return {seg_name(n, timeline) for n in numbers}
-
-
-def wait_for(condition, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 class Standby:
