@@ -16,13 +16,18 @@ from runbook_lib.connection import connect
 from runbook_lib.errors import PreconditionError
 from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.standby.archiving import switch_and_wait_archived
+from runbook_lib.waiting import wait_until
 
 BACKLOG = 40  # segments the standby has not seen when it starts again
 
 
-def write_backlog(cfg: standby.StandbyConfig) -> tuple[str, int, str]:
-    """BACKLOG segments of rows on the primary, archived: (its LSN, rows, their digest)."""
+def write_backlog(cfg: standby.StandbyConfig) -> tuple[str, int, str, str]:
+    """BACKLOG segments of rows on the primary, then a checkpoint, archived: (its LSN, rows,
+    their digest, the backlog's first segment)."""
     with connect(cfg.primary()) as conn:
+        first = conn.execute(
+            "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) AS s"
+        ).fetchone()["s"]
         conn.execute("CREATE TABLE public.catch_up (n int, body text)")
         for n in range(BACKLOG):
             conn.execute(
@@ -31,9 +36,10 @@ def write_backlog(cfg: standby.StandbyConfig) -> tuple[str, int, str]:
                 [n],
             )
             conn.execute("SELECT pg_catalog.pg_switch_wal()")
+        conn.execute("CHECKPOINT")  # a restartpoint for the standby to clean the archive up to
         switch_and_wait_archived(conn)
         lsn = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text AS l").fetchone()["l"]
-        return lsn, *content(conn)
+        return lsn, *content(conn), first
 
 
 def content(conn) -> tuple[int, str]:
@@ -71,7 +77,7 @@ def test_a_backlog_is_replayed_whole_while_the_prefetcher_is_killed(lab_factory,
     standby.build_standby(cfg)
     cluster = cfg.standby_cluster()
     cluster.stop()
-    lsn, rows, digest = write_backlog(cfg)
+    lsn, rows, digest, first = write_backlog(cfg)
     cluster.start()
     staging = Path(cfg.standby_datadir) / "pg_wal" / wal_restore.STAGING
     kills, most_staged = set(), 0
@@ -92,3 +98,16 @@ def test_a_backlog_is_replayed_whole_while_the_prefetcher_is_killed(lab_factory,
     assert most_staged <= wal_restore.DEFAULT_PREFETCH
     with connect(cfg.standby()) as conn:
         assert content(conn) == (rows, digest)
+        conn.execute("CHECKPOINT")  # a restartpoint: the archive is cleaned up to it
+    archive = Path(cfg.archive_dir)
+
+    def cleaned() -> bool:
+        if mode == "pg_standby":  # --cleanup runs with the restore of a later segment
+            with connect(cfg.primary()) as conn:
+                switch_and_wait_archived(conn)
+        return not (archive / first).exists()
+
+    wait_until(
+        cleaned, what=f"the archive cleaned past {first} after the restartpoint", timeout_s=60
+    )
+    assert sorted(p.name for p in archive.iterdir() if len(p.name) == 24), "the newest stay"
