@@ -18,7 +18,7 @@ from runbook_lib.lab.parameters import warm_standby_parameters
 from runbook_lib.standby.archiving import switch_and_wait_archived
 from runbook_lib.waiting import wait_until
 
-BACKLOG = 40  # segments the standby has not seen when it starts again
+BACKLOG = 24  # segments the standby has not seen when it starts again
 
 
 def write_backlog(cfg: standby.StandbyConfig) -> tuple[str, int, str, str]:

@@ -1,7 +1,7 @@
 """The warm standby with primary, standby and archive each on its own network host (the hosts
 lab: namespaces, real sshd, PostgreSQL over SSH), the notebook in the root namespace: preflight
 refusals that change nothing, the notebook end to end under the lab workload, the archive's host
-cut for 30 s under load and healed, then the standby's for 15 s, and a failover drill that
+cut for 30 s under load and healed, then the standby's for 10 s, and a failover drill that
 proves no commit was lost."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from runbook_lib.waiting import wait_until
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 CUT_S = 30
-STANDBY_CUT_S = 15
+STANDBY_CUT_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def cut_archive_host_under_load(lab: HostsLab, cfg: standby.StandbyConfig) -> No
 
 
 def cut_standby_host_under_load(lab: HostsLab, cfg: standby.StandbyConfig) -> None:
-    """15 s without the standby's host: the primary keeps archiving (the archive has a host of
+    """10 s without the standby's host: the primary keeps archiving (the archive has a host of
     its own), the status report names the machine that does not answer, and a marker archived
     meanwhile reaches the standby once the link is back."""
     hosts_lab_module.cut(lab.root, "standby")
