@@ -51,29 +51,25 @@ def read_json(path: Path, default: Any) -> Any:
 def record_server_version(label: str, version: str, program: str | None = None) -> None:
     """Remember a server's version and, when known, the server program it runs (called on
     every admin connection during a run)."""
-    where = run_dir()
-    if where is None:
-        return
-    path = where / "servers.json"
-    servers = read_json(path, {})
-    entry = {"version": version, "program": program}
-    if servers.get(label) != entry:
-        servers[label] = entry
-        write_json(path, servers)
+    _remember("servers.json", label, {"version": version, "program": program})
 
 
 def record_program(role: str, path: str, version: str | None, host: str = "local") -> None:
     """Remember a program a step chose to run (pg_dump of the newer major, Bucardo on its
     control host...): programs.json, which the run's summary reports."""
+    _remember("programs.json", role, {"path": path, "version": version, "host": host})
+
+
+def _remember(filename: str, key: str, entry: dict[str, Any]) -> None:
+    """Set `key` in the run directory's JSON file `filename`, writing only on a change."""
     where = run_dir()
     if where is None:
         return
-    path_json = where / "programs.json"
-    programs = read_json(path_json, {})
-    entry = {"path": path, "version": version, "host": host}
-    if programs.get(role) != entry:
-        programs[role] = entry
-        write_json(path_json, programs)
+    path = where / filename
+    recorded = read_json(path, {})
+    if recorded.get(key) != entry:
+        recorded[key] = entry
+        write_json(path, recorded)
 
 
 def record_steps(states: list[dict[str, Any]]) -> None:
