@@ -133,10 +133,9 @@ def _default_client_version() -> str | None:
     from runbook_lib import pgbin
 
     try:
-        pg_dump = pgbin.program("pg_dump")
+        return pgbin.version_text(pgbin.program("pg_dump"))
     except RunbookError:
-        pg_dump = "pg_dump"
-    return _version_of([pg_dump, "--version"])
+        return pgbin.version_text("pg_dump")
 
 
 def _git_commit() -> str | None:
