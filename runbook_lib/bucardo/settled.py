@@ -37,8 +37,7 @@ class Outside:
     equal: bool  # every row outside the suspect keys is the same on both sides
     rows: tuple[int, int]
     differing: dict[Key, Hashes] = field(default_factory=dict)  # suspects that differ
-    streamed: int = 0  # suspects beyond MAX_SUSPECTS, set aside batch by batch
-    streamed_differing: int = 0  # of those, the keys whose rows differ
+    streamed_differing: int = 0  # suspects beyond MAX_SUSPECTS (streamed) whose rows differ
 
     @property
     def changed(self) -> int:
@@ -118,7 +117,6 @@ class _Streamed:
     """The rows of the suspects streamed from one side: per side (rows, sum of row hashes)."""
 
     totals: list[list[int]] = field(default_factory=lambda: [[0, 0], [0, 0]])
-    keys: int = 0
     differing: int = 0
 
 
@@ -141,7 +139,6 @@ def _stream_beyond(
             for side, rows in enumerate(found):
                 out.totals[side][0] += len(rows)
                 out.totals[side][1] += sum(rows.values())
-            out.keys += len(keys)
             out.differing += sum(1 for k in keys if found[0].get(k) != found[1].get(k))
     return out
 
@@ -217,7 +214,6 @@ def compare_outside(
                 outside_a == outside_b,
                 (na, nb),
                 differing,
-                streamed=beyond.keys,
                 streamed_differing=beyond.differing,
             )
         )
