@@ -478,8 +478,12 @@ def listing(staging):
         return []
 
 
+def segments(entries):
+    return {n for n in entries if is_segment_name(n)}
+
+
 def staged_names(staging):
-    return {n for n in listing(staging) if is_segment_name(n)}
+    return segments(listing(staging))
 
 
 def newest_taken(latest, vanished):
@@ -558,7 +562,7 @@ def prefetch(opts):
         return
     lock = join(staging, LOCK)
     try:
-        for leftover in posix.listdir(staging):  # temporary files of a prefetcher that died
+        for leftover in listing(staging):  # temporary files of a prefetcher that died
             if leftover.endswith(".tmp"):
                 remove_files(staging, [leftover])
         requested = latest = None
@@ -570,7 +574,7 @@ def prefetch(opts):
             if noted is None:
                 break
             entries = listing(staging)
-            staged = {n for n in entries if is_segment_name(n)}
+            staged = segments(entries)
             if noted != requested:  # a request the Python command served (or a new timeline)
                 newest = requested = noted
             else:  # staged segments that vanished were handed over by the shell front end
