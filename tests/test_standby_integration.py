@@ -50,6 +50,22 @@ def stop_workload(proc) -> None:
     proc.wait(timeout=30)
 
 
+def notebook_under_workload(lab, cfg: standby.StandbyConfig, values: dict, tmp_path: Path):
+    """The warm standby notebook run while the lab workload writes to the primary: (its result,
+    the workload's ledger). Archiving is set up first: turning archive_mode on restarts the
+    primary, and the workload does not survive a restart (its reconnect raises); the notebook
+    then finds step 2 already done."""
+    standby.configure_archiving(cfg)
+    ledger = tmp_path / "ledger.jsonl"
+    workload = start_workload(lab.root, ledger, tmp_path / "workload.log")
+    try:
+        result = run_notebook("warm_standby", values, archive=tmp_path / "runs")
+        assert workload.poll() is None, (tmp_path / "workload.log").read_text()
+    finally:
+        stop_workload(workload)
+    return result, ledger
+
+
 def ledger_before(ledger: Path, cutoff: datetime, out: Path) -> int:
     """Write the ledger entries committed before cutoff whose keys nothing touched after it (the
     standby replays past the marker, so later changes to a key may rightly be there too)."""
@@ -97,16 +113,7 @@ def test_notebook_fails_over_under_workload_without_losing_commits(lab_factory, 
     lab = lab_factory(f"ws-{mode}")
     values = {**warm_standby_parameters(lab), "mode": mode, "observe_s": 5}
     cfg = standby.validate(**values)
-    ledger = tmp_path / "ledger.jsonl"
-    # archiving first: turning archive_mode on restarts the primary, and the workload does not
-    # survive a restart (its reconnect raises); the notebook then finds step 2 already done
-    standby.configure_archiving(cfg)
-    workload = start_workload(lab.root, ledger, tmp_path / "workload.log")
-    try:
-        result = run_notebook("warm_standby", values, archive=tmp_path / "runs")
-        assert workload.poll() is None, (tmp_path / "workload.log").read_text()
-    finally:
-        stop_workload(workload)
+    result, ledger = notebook_under_workload(lab, cfg, values, tmp_path)
 
     steps = [(s["step"], s["status"]) for s in result.summary["steps"]]
     assert steps == [(step.name, "done") for step in standby.STEPS]

@@ -9,7 +9,7 @@ import time
 import pytest
 from loads import Workload
 from test_bucardo_bootstrap import assert_same_everywhere, config_of, params_of
-from test_standby_integration import ledger_before, marker_on, start_workload, stop_workload
+from test_standby_integration import ledger_before, marker_on, notebook_under_workload
 
 from runbook_lib import pgbin, pgversions, standby
 from runbook_lib.bucardo import attoptions, catalog
@@ -142,14 +142,7 @@ def test_standby_fails_over_without_losing_commits(lab_factory, tmp_path, pg_ver
     lab = lab_factory(f"ws-{pg_version}-{mode}", bindirs=bindirs(primary=pg_version))
     values = {**warm_standby_parameters(lab), "mode": mode, "observe_s": 3}
     cfg = standby.validate(**values)
-    standby.configure_archiving(cfg)  # restarts the primary: before the workload starts
-    ledger = tmp_path / "ledger.jsonl"
-    workload = start_workload(lab.root, ledger, tmp_path / "workload.log")
-    try:
-        result = run_notebook("warm_standby", values, archive=tmp_path / "runs")
-        assert workload.poll() is None, (tmp_path / "workload.log").read_text()
-    finally:
-        stop_workload(workload)
+    result, ledger = notebook_under_workload(lab, cfg, values, tmp_path)
     assert [s["status"] for s in result.summary["steps"]] == ["done"] * len(standby.STEPS)
     assert server_major(cfg.standby()) == pg_version
     basebackup = result.summary["versions"]["programs"]["pg_basebackup"]
