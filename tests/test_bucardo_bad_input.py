@@ -105,6 +105,14 @@ def test_wrong_port_is_refused(bad_lab):
     )
 
 
+def use_passfile(monkeypatch, tmp_path, the_lab, user_password: str) -> None:
+    """PGPASSFILE: a line for `user:password` on the lab's servers, then the lab's own."""
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:{user_password}\n" + the_lab.passfile.read_text())
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+
+
 def test_refused_password_is_refused(bad_lab, monkeypatch, tmp_path):
     here = bad_lab.cluster("here")
     hba = here.datadir / "pg_hba.conf"
@@ -115,10 +123,7 @@ def test_refused_password_is_refused(bad_lab, monkeypatch, tmp_path):
     try:
         with connect(bad_lab.endpoint("here")) as conn:
             conn.execute("SELECT pg_catalog.pg_reload_conf()")
-        wrong = tmp_path / "pgpass"  # the lab's passwords, and a wrong one for pw_admin
-        wrong.write_text("127.0.0.1:*:*:pw_admin:wrong-one\n" + bad_lab.passfile.read_text())
-        wrong.chmod(0o600)
-        monkeypatch.setenv("PGPASSFILE", str(wrong))
+        use_passfile(monkeypatch, tmp_path, bad_lab, "pw_admin:wrong-one")  # a wrong password
         assert_refused(
             bad_lab,
             params_of(bad_lab, pgsuperuser="pw_admin"),
@@ -136,10 +141,7 @@ def test_a_pgsuperuser_that_is_no_superuser_is_refused(bad_lab, monkeypatch, tmp
     with connect(bad_lab.endpoint("here")) as conn:
         conn.execute("CREATE ROLE app_owner LOGIN CREATEDB PASSWORD 'its-own'")
     try:
-        passfile = tmp_path / "pgpass"
-        passfile.write_text("127.0.0.1:*:*:app_owner:its-own\n" + bad_lab.passfile.read_text())
-        passfile.chmod(0o600)
-        monkeypatch.setenv("PGPASSFILE", str(passfile))
+        use_passfile(monkeypatch, tmp_path, bad_lab, "app_owner:its-own")
         assert_refused(
             bad_lab,
             params_of(bad_lab, pgsuperuser="app_owner"),
